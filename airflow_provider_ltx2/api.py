@@ -1,0 +1,513 @@
+"""Everything this provider knows about the gateway's HTTP API, as pure functions.
+
+Paths, headers, the request contract, status normalisation, video URL extraction, error mapping and
+the retry policy live here once; the sync path (operator, sensor) and the async path (trigger) both
+use them, so the two can never disagree about what a reply means.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from airflow_provider_ltx2.exceptions import (
+    Ltx2AuthError,
+    Ltx2Error,
+    Ltx2GenerationFailed,
+    Ltx2InputRejected,
+    Ltx2TransientError,
+    Ltx2ValidationError,
+)
+from airflow_provider_ltx2.get_provider_info import DEFAULT_BASE_URL
+
+SUBMIT_PATH = "/ltx-2-video-api-581/v1/ltx-2-video-api-request"
+RESULT_PATH = "/ltx-2-video-api-581/v1/ltx-2-video-api-request-result"
+STATUS_PATH = "/v2/requests/status/{request_id}"
+KEY_HEADER = "Ocp-Apim-Subscription-Key"
+PRICE_PER_VIDEO_USD = 0.60
+
+# --------------------------------------------------------------------------------------------------
+# The request: validated before anything is sent, because every accepted submit costs money.
+# --------------------------------------------------------------------------------------------------
+
+DURATION_RANGE = (2, 10)
+RESOLUTIONS = ("720p", "1080p", "2160p")
+ASPECT_RATIOS = ("16:9", "9:16", "1:1")
+FPS_VALUES = (24, 25, 30)
+REQUEST_FIELDS = ("image_url", "prompt", "duration", "resolution", "aspect_ratio", "fps", "generate_audio")
+
+
+def build_request(
+    image_url: Any,
+    prompt: Any,
+    duration: Any = None,
+    resolution: Any = None,
+    aspect_ratio: Any = None,
+    fps: Any = None,
+    generate_audio: Any = None,
+) -> dict[str, Any]:
+    """Return the JSON body to submit, or raise ``Ltx2ValidationError`` naming the first bad field.
+
+    Optional fields left as ``None`` are not sent, so the service's own default applies. Values that
+    come out of Jinja templates as strings ("6", "true") are converted to the type the API expects.
+    """
+    body: dict[str, Any] = {
+        "image_url": _check_image_url(image_url),
+        "prompt": _check_prompt(prompt),
+    }
+    optional = {
+        "duration": (duration, _check_duration),
+        "resolution": (resolution, _choice_check("resolution", RESOLUTIONS)),
+        "aspect_ratio": (aspect_ratio, _choice_check("aspect_ratio", ASPECT_RATIOS)),
+        "fps": (fps, _check_fps),
+        "generate_audio": (generate_audio, _check_generate_audio),
+    }
+    for name, (value, check) in optional.items():
+        if value is not None:
+            body[name] = check(value)
+    return body
+
+
+def _invalid(field: str, value: Any, accepted: str) -> Ltx2ValidationError:
+    shown = repr(value)
+    if len(shown) > 200:
+        shown = shown[:200] + "...'"
+    return Ltx2ValidationError(f"Invalid LTX-2 request field {field}={shown}: accepted values are {accepted}.")
+
+
+def _check_image_url(value: Any) -> str:
+    accepted = "a public http(s) URL of a JPEG or PNG image"
+    if not isinstance(value, str):
+        raise _invalid("image_url", value, accepted)
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _invalid("image_url", value, accepted)
+    return value.strip()
+
+
+def _check_prompt(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _invalid("prompt", value, "a non-empty text describing motion, camera and scene")
+    return value
+
+
+def _as_int(value: Any) -> int | None:
+    """Return ``value`` as an int if it is one (or a string of one, as templates render); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def _check_duration(value: Any) -> int:
+    seconds = _as_int(value)
+    low, high = DURATION_RANGE
+    if seconds is None or not low <= seconds <= high:
+        raise _invalid("duration", value, f"a whole number of seconds from {low} to {high}")
+    return seconds
+
+
+def _check_fps(value: Any) -> int:
+    fps = _as_int(value)
+    if fps not in FPS_VALUES:
+        raise _invalid("fps", value, ", ".join(map(str, FPS_VALUES)))
+    return fps
+
+
+def _choice_check(field: str, choices: tuple[str, ...]) -> Any:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value.strip() not in choices:
+            raise _invalid(field, value, ", ".join(repr(choice) for choice in choices))
+        return value.strip()
+
+    return check
+
+
+def _check_generate_audio(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise _invalid("generate_audio", value, "true or false")
+
+
+# --------------------------------------------------------------------------------------------------
+# Replies: the small, library-neutral view of an HTTP answer both paths build.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer from the gateway, as both the requests and the aiohttp paths see it."""
+
+    status: int
+    text: str
+    retry_after: str | None = None
+
+    def json(self) -> Any:
+        """The decoded body, or None when it is not JSON (an HTML error page, a truncated body)."""
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class TransportFailure:
+    """No HTTP answer at all. ``before_sending`` is True only when the request surely never left."""
+
+    description: str
+    before_sending: bool
+
+
+@dataclass(frozen=True)
+class Job:
+    """A submitted generation: what is needed to ask about it later. JSON-safe and secret-free."""
+
+    request_id: str
+    polling_url: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "polling_url": self.polling_url}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Job:
+        return cls(request_id=str(data["request_id"]), polling_url=data.get("polling_url"))
+
+
+def gateway_message(reply: Reply) -> str:
+    """The gateway's own words about an error, whatever shape it used ({error}, {message}, {detail})."""
+    body = reply.json()
+    if isinstance(body, dict):
+        parts = []
+        for field in ("error", "message", "detail", "error_type"):
+            value = body.get(field)
+            if value and str(value) not in parts:
+                parts.append(value if isinstance(value, str) else json.dumps(value))
+        if parts:
+            return ": ".join(parts)
+    text = " ".join(reply.text.split())
+    return text[:300] if text else "(empty body)"
+
+
+def error_for_reply(reply: Reply, action: str) -> Ltx2Error:
+    """Map an unsuccessful reply to the typed error a DAG author can act on."""
+    message = f"LTX-2 gateway answered HTTP {reply.status} to {action}: {gateway_message(reply)}"
+    if reply.status in (401, 403):
+        return Ltx2AuthError(f"{message}. Check the subscription key in the LTX-2 connection.")
+    if reply.status == 402:
+        return Ltx2AuthError(f"{message}. Top up the account balance.")
+    if reply.status in (400, 422):
+        return Ltx2ValidationError(message)
+    if reply.status == 404:
+        return Ltx2GenerationFailed(f"{message}. The request is unknown to the gateway or has expired.")
+    if is_transient(reply):
+        return Ltx2TransientError(message)
+    return Ltx2Error(message)
+
+
+# --------------------------------------------------------------------------------------------------
+# Submit and poll.
+# --------------------------------------------------------------------------------------------------
+
+
+def auth_headers(key: str) -> dict[str, str]:
+    return {KEY_HEADER: key, "Content-Type": "application/json", "Cache-Control": "no-cache"}
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base_url)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+def parse_submission(reply: Reply, base_url: str) -> Job:
+    """Turn the submit reply into a ``Job``; either protocol of the gateway is accepted.
+
+    A ``polling_url`` on another host than the configured gateway is ignored (the key is sent with
+    every poll and must not travel anywhere else); the status path is rebuilt on the gateway instead.
+    """
+    if reply.status not in (200, 201, 202):
+        raise error_for_reply(reply, "the submit")
+    body = reply.json()
+    request_id = body.get("request_id") if isinstance(body, dict) else None
+    if not isinstance(request_id, str) or not request_id:
+        raise Ltx2Error(f"LTX-2 gateway accepted the submit but sent no request_id: {reply.text[:300]!r}")
+    polling_url = body.get("polling_url")
+    if isinstance(polling_url, str) and polling_url:
+        if not same_origin(polling_url, base_url):
+            polling_url = base_url.rstrip("/") + STATUS_PATH.format(request_id=quote(request_id, safe=""))
+        return Job(request_id, polling_url)
+    return Job(request_id)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP call to the gateway, before either client library sends it."""
+
+    method: str
+    url: str
+    json_body: dict[str, Any] | None
+
+
+def submit_call(base_url: str, body: dict[str, Any]) -> Call:
+    return Call("POST", base_url.rstrip("/") + SUBMIT_PATH, body)
+
+
+def poll_call(base_url: str, job: Job) -> Call:
+    """The universal status GET when the submit reply gave a polling URL, else the legacy result POST."""
+    if job.polling_url:
+        return Call("GET", job.polling_url, None)
+    return Call("POST", base_url.rstrip("/") + RESULT_PATH, {"request_id": job.request_id})
+
+
+def is_mp4(head: bytes) -> bool:
+    """An MP4 (ISO base media file) starts with a box whose type, at offset 4, is ``ftyp``."""
+    return len(head) >= 8 and head[4:8] == b"ftyp"
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+_RAW_STATES = {
+    **dict.fromkeys(("IN_QUEUE", "QUEUED", "PENDING"), JobState.QUEUED),
+    **dict.fromkeys(("IN_PROGRESS", "PROCESSING", "RUNNING", "STARTED"), JobState.RUNNING),
+    **dict.fromkeys(("COMPLETED", "SUCCEEDED", "SUCCESS", "OK", "DONE"), JobState.SUCCEEDED),
+    **dict.fromkeys(("FAILED", "ERROR", "CANCELLED", "CANCELED"), JobState.FAILED),
+}
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One poll's answer, normalised: the state, the video URL when there is one, the error otherwise."""
+
+    state: JobState
+    raw_status: str | None = None
+    video_url: str | None = None
+    error: str | None = None
+    input_rejected: bool = False
+
+
+def find_video_url(body: Any) -> str | None:
+    """The video URL in a result body, checking the places API.md lists in order; first found wins."""
+    if not isinstance(body, dict):
+        return None
+    candidates = [
+        ("output", "media_url"),
+        ("video", "url"),
+        ("result", "video", "url"),
+        ("payload", "video", "url"),
+        ("result", "video_url"),
+        ("video_url",),
+        ("output_url",),
+        ("url",),
+    ]
+    for path in candidates:
+        value: Any = body
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, str) and urlsplit(value).scheme in ("http", "https"):
+            return value
+    return None
+
+
+def normalise_state(raw_status: Any) -> JobState:
+    if not isinstance(raw_status, str):
+        return JobState.UNKNOWN
+    return _RAW_STATES.get(raw_status.strip().upper(), JobState.UNKNOWN)
+
+
+def parse_status(reply: Reply) -> JobStatus:
+    """Read one poll reply into a ``JobStatus``; raise for replies that end the wait (401, 404, ...).
+
+    A 422 or a ``detail`` payload is fal's way of saying the model rejected the input: that is a
+    failure retrying cannot fix, flagged as ``input_rejected``.
+    """
+    body = reply.json()
+    if reply.status == 202 and not isinstance(body, dict):
+        return JobStatus(JobState.QUEUED)
+    if reply.status == 422:
+        return JobStatus(JobState.FAILED, error=gateway_message(reply), input_rejected=True)
+    if reply.status >= 300:
+        raise error_for_reply(reply, "the status poll")
+    if not isinstance(body, dict):
+        raise Ltx2TransientError(f"LTX-2 gateway sent a status reply that is not JSON: {reply.text[:200]!r}")
+    raw = body.get("status")
+    video_url = find_video_url(body)
+    state = normalise_state(raw)
+    if raw is None:
+        if video_url:
+            state = JobState.SUCCEEDED
+        elif body.get("error") or body.get("detail"):
+            state = JobState.FAILED
+    if state is JobState.FAILED:
+        return JobStatus(
+            state,
+            raw_status=raw,
+            error=gateway_message(reply),
+            input_rejected="detail" in body and raw is None,
+        )
+    if state is JobState.SUCCEEDED and not video_url:
+        raise Ltx2GenerationFailed(
+            f"LTX-2 gateway reported the generation as {raw or 'done'} but sent no video URL: {reply.text[:300]!r}"
+        )
+    return JobStatus(state, raw_status=raw, video_url=video_url)
+
+
+def failure_error(job: Job, status: JobStatus) -> Ltx2GenerationFailed:
+    """The exception for a generation the gateway reported as failed."""
+    error_class = Ltx2InputRejected if status.input_rejected else Ltx2GenerationFailed
+    return error_class(
+        f"LTX-2 generation {job.request_id} failed ({status.raw_status or 'no status'}): "
+        f"{status.error or 'no reason given'}"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Retries: one policy for both paths.
+# --------------------------------------------------------------------------------------------------
+
+
+def is_transient(reply: Reply) -> bool:
+    """Errors that usually go away: throttling, an overloaded or restarting gateway."""
+    return reply.status == 429 or reply.status in (500, 502, 503, 504)
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds to wait: it may be a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter, honouring ``Retry-After`` up to ``max_delay``.
+
+    ``paid`` calls (the submit) are retried only when the gateway surely created no job: a 429, a
+    502/503/504 from the gateway, or a connection that never opened. A read timeout or a 500 after
+    the body was sent may already have started a paid generation, so it is reported, not repeated.
+    """
+
+    max_attempts: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+
+    def should_retry(self, outcome: Reply | TransportFailure, paid: bool) -> bool:
+        if isinstance(outcome, TransportFailure):
+            return outcome.before_sending or not paid
+        if paid:
+            return outcome.status in (429, 502, 503, 504)
+        # A poll answered with an HTML page or a torn body is a proxy hiccup, not an answer.
+        return is_transient(outcome) or (outcome.status < 300 and outcome.json() is None)
+
+    def delay(self, attempt: int, outcome: Reply | TransportFailure) -> float:
+        """Seconds to wait before attempt ``attempt + 1``."""
+        backoff = random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+        if isinstance(outcome, Reply):
+            asked = retry_after_seconds(outcome.retry_after)
+            if asked is not None:
+                return min(self.max_delay, max(asked, backoff))
+        return backoff
+
+
+class Attempts:
+    """Drives one call's retry loop, so the sync and async paths share every decision.
+
+    Usage: ``outcome = send(); delay = attempts.next_delay(outcome)``; when it returns None the loop
+    ends and ``attempts.result(outcome)`` gives the reply (or raises for a transport failure).
+    """
+
+    def __init__(self, policy: RetryPolicy, *, paid: bool, action: str, deadline: float | None = None):
+        self.policy = policy
+        self.paid = paid
+        self.action = action
+        self.deadline = deadline
+        self.attempt = 0
+
+    def next_delay(self, outcome: Reply | TransportFailure) -> float | None:
+        self.attempt += 1
+        if self.attempt >= self.policy.max_attempts or not self.policy.should_retry(outcome, self.paid):
+            return None
+        delay = self.policy.delay(self.attempt, outcome)
+        if self.deadline is not None and time.time() + delay >= self.deadline:
+            return None
+        return delay
+
+    def describe(self, outcome: Reply | TransportFailure) -> str:
+        what = f"HTTP {outcome.status}" if isinstance(outcome, Reply) else outcome.description
+        return f"{self.action}: {what} (attempt {self.attempt} of {self.policy.max_attempts})"
+
+    def result(self, outcome: Reply | TransportFailure) -> Reply:
+        if isinstance(outcome, Reply):
+            return outcome
+        if self.paid and not outcome.before_sending:
+            raise Ltx2Error(
+                f"LTX-2 gateway connection broke after the {self.action} was sent ({outcome.description}). "
+                "The gateway may have accepted (and charged for) it; it is not resent automatically."
+            )
+        raise Ltx2TransientError(f"Could not reach the LTX-2 gateway for the {self.action}: {outcome.description}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Where to send calls, and with which key.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """The gateway's base URL and the subscription key; the key is kept out of ``repr``."""
+
+    base_url: str
+    key: str = field(repr=False)
+
+    def redact(self, text: str) -> str:
+        """``text`` with the key replaced, for messages built from anything the gateway echoed."""
+        return text.replace(self.key, "***") if self.key else text
+
+
+def gateway_from_connection(conn_id: str, host: str | None, password: str | None) -> Gateway:
+    """Read the connection: the key in ``password``, an optional base URL in ``host``."""
+    if not password:
+        raise Ltx2AuthError(
+            f"Connection {conn_id!r} has no subscription key: put the key in its password field "
+            "('Subscription key' in the UI)."
+        )
+    base_url = (host or DEFAULT_BASE_URL).strip().rstrip("/")
+    if "://" not in base_url:
+        base_url = f"https://{base_url}"
+    if urlsplit(base_url).scheme not in ("http", "https"):
+        raise Ltx2ValidationError(
+            f"Connection {conn_id!r} has host={host!r}: accepted values are an http(s) base URL such as "
+            f"{DEFAULT_BASE_URL!r}."
+        )
+    return Gateway(base_url=base_url, key=password.strip())

@@ -1,0 +1,37 @@
+"""The provider's errors: one base class, and a subclass per thing a DAG author reacts to differently.
+
+Errors that retrying cannot fix (bad input, a rejected key, input the model refused) also derive from
+``AirflowFailException``, so Airflow fails the task at once instead of paying for retries.
+"""
+
+from __future__ import annotations
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+
+class Ltx2Error(AirflowException):
+    """Base class of every error this provider raises."""
+
+
+class Ltx2ValidationError(Ltx2Error, AirflowFailException, ValueError):
+    """A request field (or an operator argument) has a value the gateway does not accept."""
+
+
+class Ltx2AuthError(Ltx2Error, AirflowFailException):
+    """The gateway refused the subscription key (401/403) or the account has no balance (402)."""
+
+
+class Ltx2GenerationFailed(Ltx2Error):
+    """The gateway reported the generation as failed, or the request is unknown to it."""
+
+
+class Ltx2InputRejected(Ltx2GenerationFailed, AirflowFailException):
+    """The model rejected the input (e.g. an image it cannot read): retrying would fail the same way."""
+
+
+class Ltx2Timeout(Ltx2Error):
+    """The video was not ready before the deadline."""
+
+
+class Ltx2TransientError(Ltx2Error):
+    """The gateway kept answering with errors that are usually temporary (429, 5xx, no connection)."""

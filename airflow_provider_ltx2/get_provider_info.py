@@ -1,0 +1,52 @@
+"""Provider metadata read by Airflow's providers manager (entry point ``apache_airflow_provider``).
+
+Kept free of imports so Airflow can list the provider and draw the connection form cheaply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_ltx2 import __version__
+
+DEFAULT_BASE_URL = "https://gateway.pixazo.ai"
+
+# How the connection form looks: the key goes in the (masked) password field, the host is optional.
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "port", "extra"],
+    "relabeling": {"password": "Subscription key", "host": "Gateway base URL"},
+    "placeholders": {
+        "password": "Ocp-Apim-Subscription-Key value",
+        "host": DEFAULT_BASE_URL,
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-ltx2",
+        "name": "LTX-2 video",
+        "description": "Generate videos with Lightricks' LTX-2 image-to-video model through the Pixazo gateway.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "LTX-2",
+                "external-doc-url": "https://www.pixazo.ai/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [{"integration-name": "LTX-2", "python-modules": ["airflow_provider_ltx2.hooks.ltx2"]}],
+        "operators": [{"integration-name": "LTX-2", "python-modules": ["airflow_provider_ltx2.operators.ltx2"]}],
+        "sensors": [{"integration-name": "LTX-2", "python-modules": ["airflow_provider_ltx2.sensors.ltx2"]}],
+        "triggers": [{"integration-name": "LTX-2", "python-modules": ["airflow_provider_ltx2.triggers.ltx2"]}],
+        "connection-types": [
+            {
+                "connection-type": "ltx2",
+                "hook-class-name": "airflow_provider_ltx2.hooks.ltx2.Ltx2Hook",
+                "hook-name": "LTX-2 (Pixazo gateway)",
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": {},
+            }
+        ],
+        "extra-links": ["airflow_provider_ltx2.operators.ltx2.Ltx2VideoLink"],
+    }

@@ -1,0 +1,222 @@
+"""``Ltx2Hook``: the one client of the LTX-2 gateway, with a sync side (tasks) and an async side (trigger).
+
+Both sides build their calls and read the replies with ``airflow_provider_ltx2.api``; this module only
+moves bytes (``requests`` in the worker, ``aiohttp`` in the triggerer) and sleeps between retries.
+``HttpHook`` is not used: its retries ignore ``Retry-After`` and would resend a paid submit after a
+read timeout, and its connection form would show fields this API does not use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseHook
+
+from airflow_provider_ltx2.api import (
+    Attempts,
+    Call,
+    Gateway,
+    Job,
+    JobStatus,
+    Reply,
+    RetryPolicy,
+    TransportFailure,
+    auth_headers,
+    gateway_from_connection,
+    is_mp4,
+    parse_status,
+    parse_submission,
+    poll_call,
+    submit_call,
+)
+from airflow_provider_ltx2.exceptions import Ltx2AuthError, Ltx2Error, Ltx2Timeout, Ltx2TransientError
+from airflow_provider_ltx2.get_provider_info import UI_FIELD_BEHAVIOUR
+from airflow_provider_ltx2.waiting import Wait
+
+if TYPE_CHECKING:
+    import aiohttp
+    import requests
+
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+
+
+class Ltx2Hook(BaseHook):
+    """Talks to the LTX-2 gateway with the subscription key of an ``ltx2`` connection.
+
+    :param ltx2_conn_id: connection holding the key (password) and optionally the base URL (host).
+    :param retry_policy: how transient errors (429, 5xx, no connection) are retried.
+    """
+
+    conn_name_attr = "ltx2_conn_id"
+    default_conn_name = "ltx2_default"
+    conn_type = "ltx2"
+    hook_name = "LTX-2 (Pixazo gateway)"
+
+    def __init__(
+        self,
+        ltx2_conn_id: str = default_conn_name,
+        retry_policy: RetryPolicy | None = None,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
+        super().__init__()
+        self.ltx2_conn_id = ltx2_conn_id
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.read_timeout = read_timeout
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form on Airflow 2.11 (3.2+ reads it from ``get_provider_info``)."""
+        return UI_FIELD_BEHAVIOUR
+
+    # ---------------------------------------------------------------------------------- credentials
+
+    @cached_property
+    def gateway(self) -> Gateway:
+        conn = self.get_connection(self.ltx2_conn_id)
+        return gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password)
+
+    async def agateway(self) -> Gateway:
+        """The gateway as seen from the triggerer, without blocking its event loop."""
+        from airflow.providers.common.compat.connection import get_async_connection
+
+        conn = await get_async_connection(self.ltx2_conn_id, hook=self)
+        return gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password)
+
+    # ---------------------------------------------------------------------------------- sync side
+
+    @cached_property
+    def _session(self) -> requests.Session:
+        import requests
+
+        return requests.Session()
+
+    def _send(self, call: Call) -> Reply | TransportFailure:
+        import requests
+
+        try:
+            response = self._session.request(
+                call.method,
+                call.url,
+                json=call.json_body,
+                headers=auth_headers(self.gateway.key),
+                timeout=(CONNECT_TIMEOUT, self.read_timeout),
+            )
+        except (requests.ConnectionError, requests.Timeout) as error:
+            never_sent = isinstance(error, requests.ConnectTimeout) or "NewConnectionError" in repr(error)
+            return TransportFailure(self.gateway.redact(f"{type(error).__name__}: {error}"), never_sent)
+        return Reply(response.status_code, self.gateway.redact(response.text), response.headers.get("Retry-After"))
+
+    def _call(self, call: Call, *, action: str, paid: bool = False, deadline: float | None = None) -> Reply:
+        attempts = Attempts(self.retry_policy, paid=paid, action=action, deadline=deadline)
+        while (delay := attempts.next_delay(outcome := self._send(call))) is not None:
+            self.log.warning("%s; retrying in %.1fs", attempts.describe(outcome), delay)
+            time.sleep(delay)
+        return attempts.result(outcome)
+
+    def submit(self, body: dict[str, Any]) -> Job:
+        """Submit one generation (a paid call). ``body`` comes from ``api.build_request``."""
+        reply = self._call(submit_call(self.gateway.base_url, body), action="submit", paid=True)
+        return parse_submission(reply, self.gateway.base_url)
+
+    def get_status(self, job: Job, deadline: float | None = None) -> JobStatus:
+        """Ask once (retrying transient errors, never past ``deadline``) how the generation is doing."""
+        reply = self._call(poll_call(self.gateway.base_url, job), action="status poll", deadline=deadline)
+        return parse_status(reply)
+
+    def wait_for_video(self, wait: Wait) -> JobStatus:
+        """Poll in this process until the job finishes; raise ``Ltx2Timeout`` at the deadline."""
+        while not wait.expired():
+            status = self.get_status(wait.job, deadline=wait.deadline)
+            if wait.observe(status, self.log):
+                return status
+            time.sleep(wait.next_delay())
+        raise Ltx2Timeout(wait.timeout_message())
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the key for free: a result call for a made-up id is 404 with a good key, 401 without."""
+        try:
+            self.get_status(Job(f"connection-test-{uuid.uuid4().hex}"))
+        except Ltx2AuthError as error:
+            return False, str(error)
+        except Ltx2TransientError as error:
+            return False, str(error)
+        except Ltx2Error:
+            pass
+        return True, f"The LTX-2 gateway at {self.gateway.base_url} accepted the subscription key."
+
+    def download_video(self, video_url: str, output_uri: str, output_conn_id: str | None = None) -> int:
+        """Stream the video to ``output_uri`` and return its size in bytes.
+
+        The bytes go to a hidden temporary sibling that is moved into place only once complete and
+        checked, so a failed download never leaves a partial file at ``output_uri``. The key is not
+        sent: the video sits on a public CDN, not on the gateway.
+        """
+        import requests
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        target = ObjectStoragePath(output_uri, conn_id=output_conn_id)
+        partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
+        if target.protocol in ("file", "local"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+        try:
+            with requests.get(video_url, stream=True, timeout=(CONNECT_TIMEOUT, self.read_timeout)) as response:
+                if response.status_code != 200:
+                    raise Ltx2Error(f"Downloading the LTX-2 video {video_url} failed: HTTP {response.status_code}")
+                with partial.open("wb") as out:
+                    for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
+                        if size == 0 and not is_mp4(chunk):
+                            raise Ltx2Error(f"The LTX-2 result at {video_url} is not an MP4 (no 'ftyp' box).")
+                        out.write(chunk)
+                        size += len(chunk)
+                expected = response.headers.get("Content-Length")
+                if expected is not None and int(expected) != size:
+                    raise Ltx2Error(f"The LTX-2 video download stopped after {size} of {expected} bytes.")
+            partial.move(target)
+        except requests.RequestException as error:
+            partial.unlink(missing_ok=True)
+            raise Ltx2TransientError(f"Downloading the LTX-2 video {video_url} failed: {error}") from error
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return size
+
+    # ---------------------------------------------------------------------------------- async side
+
+    @staticmethod
+    def async_session() -> aiohttp.ClientSession:
+        """One session per trigger, reused for every poll of its life (connection pooling, no leaks)."""
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=READ_TIMEOUT)
+        return aiohttp.ClientSession(timeout=timeout)
+
+    async def _asend(self, session: aiohttp.ClientSession, gateway: Gateway, call: Call) -> Reply | TransportFailure:
+        import aiohttp
+
+        try:
+            async with session.request(
+                call.method, call.url, json=call.json_body, headers=auth_headers(gateway.key)
+            ) as response:
+                text = await response.text(errors="replace")
+                return Reply(response.status, gateway.redact(text), response.headers.get("Retry-After"))
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            never_sent = isinstance(error, aiohttp.ClientConnectorError)
+            return TransportFailure(gateway.redact(f"{type(error).__name__}: {error}"), never_sent)
+
+    async def aget_status(
+        self, session: aiohttp.ClientSession, gateway: Gateway, job: Job, deadline: float | None = None
+    ) -> JobStatus:
+        """The async twin of ``get_status``: same call, same retries, same reading of the reply."""
+        attempts = Attempts(self.retry_policy, paid=False, action="status poll", deadline=deadline)
+        call = poll_call(gateway.base_url, job)
+        while (delay := attempts.next_delay(outcome := await self._asend(session, gateway, call))) is not None:
+            self.log.warning("%s; retrying in %.1fs", attempts.describe(outcome), delay)
+            await asyncio.sleep(delay)
+        return parse_status(attempts.result(outcome))

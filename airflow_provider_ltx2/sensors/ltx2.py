@@ -1,0 +1,123 @@
+"""``Ltx2VideoSensor``: wait for an LTX-2 request submitted elsewhere, e.g. by a non-waiting operator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
+
+from airflow_provider_ltx2.api import Job, JobState, failure_error
+from airflow_provider_ltx2.exceptions import Ltx2ValidationError
+from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+from airflow_provider_ltx2.operators.ltx2 import Ltx2VideoLink, check_waiting_arguments, deliver
+from airflow_provider_ltx2.waiting import DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, Wait, read_event, utc_now_iso
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+
+class Ltx2VideoSensor(BaseSensorOperator):
+    """Succeed when the LTX-2 request's video is ready; return the same result dict as the operator.
+
+    :param request_id: the request id (templated), or the dict a ``wait_for_completion=False``
+        operator returns (its ``polling_url``, request and submit time are then carried over).
+    :param polling_url: the gateway's status URL for the request, when the submit reply had one.
+    :param ltx2_conn_id: the ``ltx2`` connection with the subscription key.
+    :param deferrable: wait in the triggerer instead of poking from a worker.
+    :param poll_interval: seconds between status polls (the sensor's ``poke_interval``).
+    :param timeout: seconds to wait for the video.
+    :param output_uri: where to stream the MP4 (templated); None keeps only the URL.
+    :param output_conn_id: connection of the object store behind ``output_uri``.
+    """
+
+    template_fields: Sequence[str] = ("request_id", "polling_url", "output_uri")
+    operator_extra_links = (Ltx2VideoLink(),)
+    ui_color = "#f3e8ff"
+
+    def __init__(
+        self,
+        *,
+        request_id: str | dict[str, Any],
+        polling_url: str | None = None,
+        ltx2_conn_id: str = Ltx2Hook.default_conn_name,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float = DEFAULT_TIMEOUT,
+        output_uri: str | None = None,
+        output_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        check_waiting_arguments(poll_interval, timeout, output_uri)
+        super().__init__(poke_interval=poll_interval, timeout=timeout, **kwargs)
+        self.request_id = request_id
+        self.polling_url = polling_url
+        self.ltx2_conn_id = ltx2_conn_id
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.output_uri = output_uri
+        self.output_conn_id = output_conn_id
+
+    @cached_property
+    def hook(self) -> Ltx2Hook:
+        return Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id)
+
+    @cached_property
+    def submission(self) -> dict[str, Any]:
+        """What is known of the request: at least its id, more when given the operator's dict."""
+        given = self.request_id if isinstance(self.request_id, dict) else {"request_id": self.request_id}
+        request_id = given.get("request_id")
+        if not isinstance(request_id, str) or not request_id.strip():
+            raise Ltx2ValidationError(f"request_id={self.request_id!r}: accepted values are a non-empty id string.")
+        return {"polling_url": self.polling_url, **given, "request_id": request_id.strip()}
+
+    @cached_property
+    def wait(self) -> Wait:
+        return Wait(
+            Job.from_dict(self.submission), deadline=time.time() + self.timeout, poll_interval=self.poll_interval
+        )
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
+
+        self.defer(
+            trigger=Ltx2VideoTrigger(
+                request_id=self.wait.job.request_id,
+                deadline=self.wait.deadline,
+                polling_url=self.wait.job.polling_url,
+                ltx2_conn_id=self.ltx2_conn_id,
+                poll_interval=self.poll_interval,
+            ),
+            method_name="execute_complete",
+            timeout=None,  # the trigger enforces the absolute deadline itself
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        status = self.hook.get_status(self.wait.job, deadline=self.wait.deadline)
+        if not self.wait.observe(status, self.log):
+            return PokeReturnValue(is_done=False)
+        if status.state is JobState.FAILED or not status.video_url:
+            raise failure_error(self.wait.job, status)
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, status.video_url, utc_now_iso()))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the trigger: every event is checked; anything but a success fails the task."""
+        _, video_url, completed_at = read_event(event)
+        return self._finish(context, video_url, completed_at)
+
+    def _finish(self, context: Context, video_url: str, completed_at: str) -> dict[str, Any]:
+        return deliver(
+            self.hook,
+            context,
+            self.wait.job,
+            video_url=video_url,
+            completed_at=completed_at,
+            output_uri=self.output_uri,
+            output_conn_id=self.output_conn_id,
+            request=self.submission.get("request"),
+            submitted_at=self.submission.get("submitted_at"),
+        )
