@@ -98,8 +98,24 @@ _ERROR_CLASSES: dict[str, type[Ltx2Error]] = {
 }
 
 
-def succeeded_event(job: Job, status: JobStatus) -> dict[str, Any]:
-    return {"status": EVENT_SUCCEEDED, **job.to_dict(), "video_url": status.video_url, "completed_at": utc_now_iso()}
+@dataclass(frozen=True)
+class Delivered:
+    """What a success event tells the task: where the video is and when it was asked for and finished."""
+
+    job: Job
+    video_url: str
+    completed_at: str
+    submitted_at: str | None
+
+
+def succeeded_event(job: Job, status: JobStatus, submitted_at: str | None) -> dict[str, Any]:
+    return {
+        "status": EVENT_SUCCEEDED,
+        **job.to_dict(),
+        "video_url": status.video_url,
+        "submitted_at": submitted_at,
+        "completed_at": utc_now_iso(),
+    }
 
 
 def failed_event(job: Job, status: JobStatus) -> dict[str, Any]:
@@ -120,12 +136,14 @@ def error_event(job: Job, error: Ltx2Error) -> dict[str, Any]:
     return {"status": EVENT_ERROR, **job.to_dict(), "error_class": type(error).__name__, "message": str(error)}
 
 
-def finished_event(job: Job, status: JobStatus) -> dict[str, Any]:
-    return succeeded_event(job, status) if status.state is JobState.SUCCEEDED else failed_event(job, status)
+def finished_event(job: Job, status: JobStatus, submitted_at: str | None) -> dict[str, Any]:
+    if status.state is JobState.SUCCEEDED:
+        return succeeded_event(job, status, submitted_at)
+    return failed_event(job, status)
 
 
-def read_event(event: Any) -> tuple[Job, str, str]:
-    """Return (job, video_url, completed_at) of a success event; raise the matching error otherwise.
+def read_event(event: Any) -> Delivered:
+    """Read a success event; raise the matching error for any other event.
 
     Every field is checked: a malformed or unknown event fails the task rather than passing for a
     success (a cancelled job reported as success is the classic deferrable-operator bug).
@@ -138,7 +156,7 @@ def read_event(event: Any) -> tuple[Job, str, str]:
         video_url = event.get("video_url")
         if not isinstance(video_url, str) or not video_url:
             raise Ltx2Error(f"LTX-2 trigger reported success for {job.request_id} without a video URL.")
-        return job, video_url, str(event.get("completed_at") or utc_now_iso())
+        return Delivered(job, video_url, str(event.get("completed_at") or utc_now_iso()), event.get("submitted_at"))
     if kind == EVENT_FAILED:
         status = JobStatus(
             JobState.FAILED,
@@ -155,23 +173,16 @@ def read_event(event: Any) -> tuple[Job, str, str]:
 
 
 def result_dict(
-    job: Job,
-    *,
-    video_url: str,
-    completed_at: str,
-    request: dict[str, Any] | None,
-    submitted_at: str | None,
-    output_uri: str | None,
-    size: int | None,
+    delivered: Delivered, *, request: dict[str, Any] | None, output_uri: str | None, size: int | None
 ) -> dict[str, Any]:
     """The task's return value (XCom ``return_value``), the same from the operator and the sensor."""
     return {
-        "request_id": job.request_id,
+        "request_id": delivered.job.request_id,
         "status": EVENT_SUCCEEDED,
-        "video_url": video_url,
+        "video_url": delivered.video_url,
         "output_uri": output_uri,
         "bytes": size,
         "request": request,
-        "submitted_at": submitted_at,
-        "completed_at": completed_at,
+        "submitted_at": delivered.submitted_at,
+        "completed_at": delivered.completed_at,
     }

@@ -15,6 +15,7 @@ from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.waiting import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
+    Delivered,
     Wait,
     read_event,
     result_dict,
@@ -50,32 +51,21 @@ def check_waiting_arguments(poll_interval: float, timeout: float, output_uri: st
 def deliver(
     hook: Ltx2Hook,
     context: Context,
-    job: Job,
+    delivered: Delivered,
     *,
-    video_url: str,
-    completed_at: str,
+    request: dict[str, Any] | None,
     output_uri: str | None,
     output_conn_id: str | None,
-    request: dict[str, Any] | None = None,
-    submitted_at: str | None = None,
 ) -> dict[str, Any]:
     """Save the video where asked, publish its URL for the extra link, and build the result dict."""
     size = None
     if output_uri:
-        size = hook.download_video(video_url, output_uri, output_conn_id)
-        hook.log.info("LTX-2 video %s saved to %s (%d bytes)", job.request_id, output_uri, size)
+        size = hook.download_video(delivered.video_url, output_uri, output_conn_id)
+        hook.log.info("LTX-2 video %s saved to %s (%d bytes)", delivered.job.request_id, output_uri, size)
     else:
-        hook.log.info("LTX-2 video %s is ready at %s", job.request_id, video_url)
-    context["ti"].xcom_push(key="video_url", value=video_url)
-    return result_dict(
-        job,
-        video_url=video_url,
-        completed_at=completed_at,
-        request=request,
-        submitted_at=submitted_at,
-        output_uri=output_uri,
-        size=size,
-    )
+        hook.log.info("LTX-2 video %s is ready at %s", delivered.job.request_id, delivered.video_url)
+    context["ti"].xcom_push(key="video_url", value=delivered.video_url)
+    return result_dict(delivered, request=request, output_uri=output_uri, size=size)
 
 
 class Ltx2GenerateVideoOperator(BaseOperator):
@@ -172,6 +162,7 @@ class Ltx2GenerateVideoOperator(BaseOperator):
         request = self.build_request()
         job, submitted_at = self._reattach_or_submit(context, request)
         context["ti"].xcom_push(key="request_id", value=job.request_id)
+        context["ti"].xcom_push(key="video_url", value=None)  # the extra link reads it before the video exists
         if not self.wait_for_completion:
             return {**job.to_dict(), "status": "submitted", "request": request, "submitted_at": submitted_at}
 
@@ -186,46 +177,29 @@ class Ltx2GenerateVideoOperator(BaseOperator):
                     polling_url=job.polling_url,
                     ltx2_conn_id=self.ltx2_conn_id,
                     poll_interval=self.poll_interval,
+                    submitted_at=submitted_at,
                 ),
                 method_name="execute_complete",
-                kwargs={"request": request, "submitted_at": submitted_at},
                 timeout=None,  # the trigger enforces the absolute deadline itself
             )
         status = self.hook.wait_for_video(Wait(job, deadline=deadline, poll_interval=self.poll_interval))
         if status.state is JobState.FAILED or not status.video_url:
             raise failure_error(job, status)
-        return self._finish(context, job, status.video_url, utc_now_iso(), request, submitted_at)
+        return self._finish(context, Delivered(job, status.video_url, utc_now_iso(), submitted_at), request)
 
-    def execute_complete(
-        self,
-        context: Context,
-        event: dict[str, Any],
-        request: dict[str, Any] | None = None,
-        submitted_at: str | None = None,
-    ) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger: every event is checked; anything but a success fails the task."""
-        job, video_url, completed_at = read_event(event)
-        return self._finish(context, job, video_url, completed_at, request, submitted_at)
+        # The fields are rendered again on resume, so the request is rebuilt rather than carried along.
+        return self._finish(context, read_event(event), self.build_request())
 
-    def _finish(
-        self,
-        context: Context,
-        job: Job,
-        video_url: str,
-        completed_at: str,
-        request: dict[str, Any] | None,
-        submitted_at: str | None,
-    ) -> dict[str, Any]:
+    def _finish(self, context: Context, delivered: Delivered, request: dict[str, Any]) -> dict[str, Any]:
         result = deliver(
             self.hook,
             context,
-            job,
-            video_url=video_url,
-            completed_at=completed_at,
+            delivered,
+            request=request,
             output_uri=self.output_uri,
             output_conn_id=self.output_conn_id,
-            request=request,
-            submitted_at=submitted_at,
         )
         if (store := context.get("task_state_store")) is not None:
             store.delete(STATE_KEY)

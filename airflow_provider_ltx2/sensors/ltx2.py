@@ -13,7 +13,14 @@ from airflow_provider_ltx2.api import Job, JobState, failure_error
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2VideoLink, check_waiting_arguments, deliver
-from airflow_provider_ltx2.waiting import DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, Wait, read_event, utc_now_iso
+from airflow_provider_ltx2.waiting import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    Delivered,
+    Wait,
+    read_event,
+    utc_now_iso,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -84,6 +91,7 @@ class Ltx2VideoSensor(BaseSensorOperator):
             return super().execute(context)
         from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
 
+        context["ti"].xcom_push(key="video_url", value=None)  # the extra link reads it while deferred
         self.defer(
             trigger=Ltx2VideoTrigger(
                 request_id=self.wait.job.request_id,
@@ -91,6 +99,7 @@ class Ltx2VideoSensor(BaseSensorOperator):
                 polling_url=self.wait.job.polling_url,
                 ltx2_conn_id=self.ltx2_conn_id,
                 poll_interval=self.poll_interval,
+                submitted_at=self.submission.get("submitted_at"),
             ),
             method_name="execute_complete",
             timeout=None,  # the trigger enforces the absolute deadline itself
@@ -102,22 +111,19 @@ class Ltx2VideoSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=False)
         if status.state is JobState.FAILED or not status.video_url:
             raise failure_error(self.wait.job, status)
-        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, status.video_url, utc_now_iso()))
+        delivered = Delivered(self.wait.job, status.video_url, utc_now_iso(), self.submission.get("submitted_at"))
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, delivered))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger: every event is checked; anything but a success fails the task."""
-        _, video_url, completed_at = read_event(event)
-        return self._finish(context, video_url, completed_at)
+        return self._finish(context, read_event(event))
 
-    def _finish(self, context: Context, video_url: str, completed_at: str) -> dict[str, Any]:
+    def _finish(self, context: Context, delivered: Delivered) -> dict[str, Any]:
         return deliver(
             self.hook,
             context,
-            self.wait.job,
-            video_url=video_url,
-            completed_at=completed_at,
+            delivered,
+            request=self.submission.get("request"),
             output_uri=self.output_uri,
             output_conn_id=self.output_conn_id,
-            request=self.submission.get("request"),
-            submitted_at=self.submission.get("submitted_at"),
         )

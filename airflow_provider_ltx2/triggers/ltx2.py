@@ -25,7 +25,7 @@ class Ltx2VideoTrigger(BaseTrigger):
 
     Its kwargs are stored in plain text in the metadata DB and logged by the triggerer, so they hold
     only the request id, the gateway's polling URL, the connection id, the poll interval and the
-    deadline (epoch seconds, so a restarted triggerer keeps the original deadline). The key is
+    deadline (epoch seconds, so a restarted triggerer keeps the original deadline) and the submit time. The key is
     fetched from the connection when the trigger runs.
     """
 
@@ -36,6 +36,7 @@ class Ltx2VideoTrigger(BaseTrigger):
         polling_url: str | None = None,
         ltx2_conn_id: str = Ltx2Hook.default_conn_name,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        submitted_at: str | None = None,
     ) -> None:
         super().__init__()
         self.request_id = request_id
@@ -43,6 +44,7 @@ class Ltx2VideoTrigger(BaseTrigger):
         self.polling_url = polling_url
         self.ltx2_conn_id = ltx2_conn_id
         self.poll_interval = poll_interval
+        self.submitted_at = submitted_at
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -53,6 +55,7 @@ class Ltx2VideoTrigger(BaseTrigger):
                 "polling_url": self.polling_url,
                 "ltx2_conn_id": self.ltx2_conn_id,
                 "poll_interval": self.poll_interval,
+                "submitted_at": self.submitted_at,
             },
         )
 
@@ -66,7 +69,7 @@ class Ltx2VideoTrigger(BaseTrigger):
                 while not wait.expired():
                     status = await hook.aget_status(session, gateway, job, deadline=self.deadline)
                     if wait.observe(status, self.log):
-                        yield TriggerEvent(finished_event(job, status))
+                        yield TriggerEvent(finished_event(job, status, self.submitted_at))
                         return
                     await asyncio.sleep(wait.next_delay())
         except Ltx2Error as error:

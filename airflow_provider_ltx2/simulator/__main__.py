@@ -1,0 +1,44 @@
+"""Command line entry point: ``python -m airflow_provider_ltx2.simulator`` / ``ltx2-simulator``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ltx2-simulator", description="Local stand-in for the Pixazo LTX-2 image-to-video gateway."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8089, help="port to bind; 0 picks a free one (default: 8089)")
+    parser.add_argument(
+        "--key", default=None, help="accepted subscription key (default: $LTX2_SIMULATOR_KEY or 'sim-key')"
+    )
+    parser.add_argument("--protocol", choices=("legacy", "universal"), default="legacy")
+    parser.add_argument("--queue-seconds", type=float, default=1.0, help="time a job stays queued")
+    parser.add_argument("--processing-seconds", type=float, default=2.0, help="time a job stays processing")
+    parser.add_argument("--state-file", type=Path, default=None, help="keep jobs in this JSON file across restarts")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    # Imported here so `--help` and package import stay fast.
+    from airflow_provider_ltx2.simulator.server import DEFAULT_KEY, SimConfig, serve
+
+    if args.queue_seconds < 0 or args.processing_seconds < 0:
+        raise SystemExit("ltx2-simulator: --queue-seconds and --processing-seconds must be >= 0")
+    key = args.key or os.environ.get("LTX2_SIMULATOR_KEY") or DEFAULT_KEY
+    config = SimConfig(
+        protocol=args.protocol, queue_seconds=args.queue_seconds, processing_seconds=args.processing_seconds
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.host, args.port, config, key, args.state_file))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,625 @@
+"""A local stand-in for the Pixazo LTX-2 gateway (see API.md), so the provider can be tested end to end.
+
+It speaks both polling protocols, serves a real MP4 from a "CDN" path, and can be told (through the
+``/_sim/`` control endpoints) to be slow, to fail, or to misbehave the way a real gateway does: 429s with
+``Retry-After``, HTML 502 pages, truncated JSON, dropped connections. Job state is derived from wall-clock
+time since submit, so nothing runs in the background and a restarted simulator (``--state-file``) resumes
+its jobs on schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import struct
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+MODEL_ID = "ltx-2-video-api-581"
+SUBMIT_PATH = f"/{MODEL_ID}/v1/ltx-2-video-api-request"
+RESULT_PATH = f"/{MODEL_ID}/v1/ltx-2-video-api-request-result"
+STATUS_PATH = "/v2/requests/status/{request_id}"
+KEY_HEADER = "Ocp-Apim-Subscription-Key"
+DEFAULT_KEY = "sim-key"
+
+PROTOCOLS = ("legacy", "universal")
+OUTCOMES = ("succeed", "fail", "error", "never_finish", "unknown_status")
+FAULT_TARGETS = ("submit", "poll", "download", "any")
+FAULT_BODIES = ("json", "html", "malformed", "empty")
+
+FAIL_MESSAGE = "Content generation failed: simulated failure"
+ERROR_MESSAGE = "Internal system error (not charged)"
+UNKNOWN_STATUS = "WIBBLING"
+MISSING_KEY_MESSAGE = (
+    "Access denied due to missing subscription key. "
+    "Make sure to include subscription key when making requests to an API."
+)
+INVALID_KEY_MESSAGE = (
+    "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."
+)
+
+SAMPLE_MP4 = Path(__file__).with_name("sample.mp4")
+SAMPLE_JPG = Path(__file__).with_name("sample.jpg")
+CHUNK_BYTES = 1 << 20
+MAX_RECORDED_REQUESTS = 100
+MAX_BOX32 = 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class Fault:
+    """One scripted misbehaviour, answered to the next ``count`` matching requests instead of the handler."""
+
+    on: str = "any"
+    status: int = 503
+    count: int = 1
+    retry_after: str | None = None
+    body: str = "json"
+    drop_connection: bool = False
+
+
+@dataclass
+class SimConfig:
+    """Everything ``POST /_sim/config`` can change; ``/_sim/reset`` restores the start-up copy."""
+
+    protocol: str = "legacy"
+    queue_seconds: float = 1.0
+    processing_seconds: float = 2.0
+    outcome: str = "succeed"
+    video_padding_bytes: int = 0
+    response_delay_seconds: float = 0.0
+    faults: list[Fault] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number")
+    return float(value)
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _padding(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or 0 < value < 8:
+        raise ValueError("video_padding_bytes must be 0 or an integer >= 8 (an MP4 box needs an 8-byte header)")
+    return value
+
+
+def parse_fault(raw: Any) -> Fault:
+    """Validate one fault object from ``/_sim/config``; raises ValueError with a readable reason."""
+    if not isinstance(raw, dict):
+        raise ValueError("each fault must be a JSON object")
+    unknown = sorted(set(raw) - {f.name for f in fields(Fault)})
+    if unknown:
+        raise ValueError(f"unknown fault field(s): {', '.join(unknown)}")
+    fault = Fault(**raw)
+    _choice("fault.on", fault.on, FAULT_TARGETS)
+    _choice("fault.body", fault.body, FAULT_BODIES)
+    if isinstance(fault.status, bool) or not isinstance(fault.status, int) or not 200 <= fault.status <= 599:
+        raise ValueError("fault.status must be an integer from 200 to 599")
+    if isinstance(fault.count, bool) or not isinstance(fault.count, int) or fault.count < 1:
+        raise ValueError("fault.count must be a positive integer")
+    if not isinstance(fault.drop_connection, bool):
+        raise ValueError("fault.drop_connection must be a boolean")
+    if isinstance(fault.retry_after, int) and not isinstance(fault.retry_after, bool):
+        fault.retry_after = str(fault.retry_after)
+    if fault.retry_after is not None and not isinstance(fault.retry_after, str):
+        raise ValueError("fault.retry_after must be a string (seconds or an HTTP date)")
+    return fault
+
+
+def apply_config(config: SimConfig, raw: Any) -> SimConfig:
+    """Return ``config`` with the fields in ``raw`` changed; ``faults``, when given, replaces the list."""
+    if not isinstance(raw, dict):
+        raise ValueError("config must be a JSON object")
+    unknown = sorted(set(raw) - {f.name for f in fields(SimConfig)})
+    if unknown:
+        raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+    changes: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "protocol":
+            changes[name] = _choice(name, value, PROTOCOLS)
+        elif name == "outcome":
+            changes[name] = _choice(name, value, OUTCOMES)
+        elif name == "video_padding_bytes":
+            changes[name] = _padding(value)
+        elif name == "faults":
+            if not isinstance(value, list):
+                raise ValueError("faults must be a list")
+            changes[name] = [parse_fault(item) for item in value]
+        else:
+            changes[name] = _number(name, value)
+    return replace(config, **changes)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Submit validation, written from the table in API.md section 2 (independently of the provider's own).
+
+RESOLUTIONS = ("720p", "1080p", "2160p")
+ASPECT_RATIOS = ("16:9", "9:16", "1:1")
+FPS_VALUES = (24, 25, 30)
+SUBMIT_FIELDS = ("image_url", "prompt", "duration", "resolution", "aspect_ratio", "fps", "generate_audio")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _url_problem(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("http", "https") or not host or value != value.strip():
+        return "must be an http(s) URL with a host"
+    return None
+
+
+def validate_submit(body: dict[str, Any]) -> tuple[str, str] | None:
+    """Return ``(field, reason)`` for the first problem in a submit body, or None when it is valid."""
+    for name in body:
+        if name not in SUBMIT_FIELDS:
+            return name, "is not a known field"
+    for name in ("image_url", "prompt"):
+        if name not in body:
+            return name, "is required"
+    problem = _url_problem(body["image_url"])
+    if problem:
+        return "image_url", problem
+    prompt = body["prompt"]
+    if not isinstance(prompt, str) or not prompt.strip():
+        return "prompt", "must be a non-empty string"
+    checks: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "duration": (lambda v: _is_int(v) and 2 <= v <= 10, "must be an integer from 2 to 10"),
+        "resolution": (lambda v: v in RESOLUTIONS, f"must be one of {', '.join(RESOLUTIONS)}"),
+        "aspect_ratio": (lambda v: v in ASPECT_RATIOS, f"must be one of {', '.join(ASPECT_RATIOS)}"),
+        "fps": (lambda v: _is_int(v) and v in FPS_VALUES, "must be one of 24, 25, 30"),
+        "generate_audio": (lambda v: isinstance(v, bool), "must be a boolean"),
+    }
+    for name, (ok, reason) in checks.items():
+        if name in body and not ok(body[name]):
+            return name, reason
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Jobs
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    stamp = datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+@dataclass
+class Job:
+    """A submitted request. Its state is a pure function of wall-clock time, fixed at submit."""
+
+    request_id: str
+    protocol: str
+    created: float
+    params: dict[str, Any]
+    outcome: str
+    queue_seconds: float
+    processing_seconds: float
+    padding_bytes: int
+
+    @property
+    def started(self) -> float:
+        return self.created + self.queue_seconds
+
+    @property
+    def finished(self) -> float:
+        return self.started + self.processing_seconds
+
+    def phase(self, now: float) -> str:
+        """'queued', 'processing', or (once due) the outcome: succeed/fail/error/unknown_status."""
+        if now < self.started:
+            return "queued"
+        if self.outcome == "unknown_status":
+            return self.outcome
+        if self.outcome == "never_finish" or now < self.finished:
+            return "processing"
+        return self.outcome
+
+
+UNIVERSAL_STATUS = {
+    "queued": "QUEUED",
+    "processing": "PROCESSING",
+    "succeed": "COMPLETED",
+    "fail": "FAILED",
+    "error": "ERROR",
+    "unknown_status": UNKNOWN_STATUS,
+}
+TERMINAL = ("succeed", "fail", "error")
+
+
+def free_box_header(size: int) -> bytes:
+    """Header of a top-level MP4 ``free`` box of ``size`` bytes in total (64-bit largesize when needed)."""
+    if size <= MAX_BOX32:
+        return struct.pack(">I4s", size, b"free")
+    return struct.pack(">I4sQ", 1, b"free", size)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The simulator
+
+
+class Simulator:
+    """Holds jobs, counters and config for one app; handlers below are its HTTP face."""
+
+    def __init__(self, config: SimConfig, key: str, state_file: Path | None = None) -> None:
+        self.startup = replace(config, faults=[])
+        self.config = replace(config, faults=list(config.faults))
+        self.key = key
+        self.state_file = state_file
+        self.jobs: dict[str, Job] = {}
+        self.sample = SAMPLE_MP4.read_bytes()
+        self.zeros = bytes(CHUNK_BYTES)
+        self.reset_counters()
+        self.load_state()
+
+    def reset_counters(self) -> None:
+        self.counts = {"submits": 0, "polls": 0, "downloads": 0, "keys_seen_ok": 0, "keys_seen_bad": 0}
+        self.recorded: deque[Any] = deque(maxlen=MAX_RECORDED_REQUESTS)
+
+    def reset(self) -> None:
+        self.config = replace(self.startup, faults=[])
+        self.jobs.clear()
+        self.reset_counters()
+        self.save_state()
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counts, "jobs": len(self.jobs), "requests": list(self.recorded)}
+
+    # state file -------------------------------------------------------------------------------------
+
+    def load_state(self) -> None:
+        if self.state_file is None or not self.state_file.exists():
+            return
+        try:
+            data = json.loads(self.state_file.read_text())
+            jobs = [Job(**item) for item in data["jobs"]]
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            print(f"ltx2-simulator: ignoring unreadable state file {self.state_file}: {exc}", file=sys.stderr)
+            return
+        self.jobs = {job.request_id: job for job in jobs}
+
+    def save_state(self) -> None:
+        """Write jobs atomically, so a simulator killed mid-write never leaves half a file behind."""
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        tmp.write_text(json.dumps({"jobs": [asdict(job) for job in self.jobs.values()]}))
+        os.replace(tmp, self.state_file)
+
+    # jobs -------------------------------------------------------------------------------------------
+
+    def create_job(self, params: dict[str, Any]) -> Job:
+        cfg = self.config
+        prefix = "ltx2-v-" if cfg.protocol == "legacy" else f"{MODEL_ID}_"
+        job = Job(
+            request_id=prefix + uuid.uuid4().hex,
+            protocol=cfg.protocol,
+            created=time.time(),
+            params=params,
+            outcome=cfg.outcome,
+            queue_seconds=cfg.queue_seconds,
+            processing_seconds=cfg.processing_seconds,
+            padding_bytes=cfg.video_padding_bytes,
+        )
+        self.jobs[job.request_id] = job
+        self.save_state()
+        return job
+
+    def queue_position(self, job: Job, now: float) -> int:
+        ahead = sum(1 for j in self.jobs.values() if j.created < job.created and j.phase(now) == "queued")
+        return ahead + 1
+
+    def video_size(self, job: Job) -> int:
+        return len(self.sample) + job.padding_bytes
+
+    # the gate every API call passes -----------------------------------------------------------------
+
+    def take_fault(self, kind: str) -> Fault | None:
+        for fault in self.config.faults:
+            if fault.on in (kind, "any") and fault.count > 0:
+                fault.count -= 1
+                if fault.count == 0:
+                    self.config.faults.remove(fault)
+                return fault
+        return None
+
+    async def gate(self, request: web.Request, kind: str, check_key: bool) -> web.StreamResponse | None:
+        """Count the call, apply the slow-answer delay and any scripted fault, then check the key.
+
+        Returns the response to send instead of the real handler's, or None to go on. Faults come before
+        the key check because in the real system they come from the proxy in front of the service.
+        """
+        self.counts[{"submit": "submits", "poll": "polls", "download": "downloads"}[kind]] += 1
+        supplied = request.headers.get(KEY_HEADER)
+        if check_key:
+            self.counts["keys_seen_ok" if supplied == self.key else "keys_seen_bad"] += 1
+        if self.config.response_delay_seconds > 0:
+            await asyncio.sleep(self.config.response_delay_seconds)
+        fault = self.take_fault(kind)
+        if fault is not None:
+            return fault_response(request, fault)
+        if check_key and supplied != self.key:
+            message = MISSING_KEY_MESSAGE if not supplied else INVALID_KEY_MESSAGE
+            return web.json_response({"statusCode": 401, "message": message}, status=401)
+        return None
+
+
+def fault_response(request: web.Request, fault: Fault) -> web.StreamResponse:
+    """Build the scripted bad answer; for ``drop_connection`` close the socket and answer nothing."""
+    if fault.drop_connection:
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=fault.status)  # aiohttp's write then fails quietly: nothing is sent
+    headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+    try:
+        reason = HTTPStatus(fault.status).phrase
+    except ValueError:
+        reason = "Error"
+    if fault.body == "empty" or fault.status in (204, 304):
+        return web.Response(status=fault.status, headers=headers)
+    if fault.body == "html":
+        html = f"<html><body><h1>{fault.status} {reason}</h1></body></html>"
+        return web.Response(status=fault.status, headers=headers, text=html, content_type="text/html")
+    if fault.body == "malformed":
+        return web.Response(status=fault.status, headers=headers, text='{"error": ', content_type="application/json")
+    body = {"error": reason, "message": "simulated fault"}
+    return web.json_response(body, status=fault.status, headers=headers)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Handlers
+
+SIM = web.AppKey("simulator", Simulator)
+
+
+def _base_url(request: web.Request) -> str:
+    """The server's own URL as the client reached it, so returned links work through any host alias."""
+    return f"{request.scheme}://{request.host}"
+
+
+def _video_url(request: web.Request, job: Job) -> str:
+    return f"{_base_url(request)}/files/{job.request_id}.mp4"
+
+
+def _bad_request(name: str, reason: str) -> web.Response:
+    body = {"error": f"Invalid {name}: {reason}", "message": f"Request validation failed: {name} {reason}."}
+    return web.json_response(body, status=400)
+
+
+def _not_found() -> web.Response:
+    return web.json_response({"error": "Request not found"}, status=404)
+
+
+def _decode(raw: bytes) -> tuple[bool, Any]:
+    try:
+        return True, json.loads(raw)
+    except ValueError:
+        return False, raw.decode("utf-8", errors="replace")
+
+
+async def submit(request: web.Request) -> web.StreamResponse:
+    sim = request.app[SIM]
+    ok, body = _decode(await request.read())
+    sim.recorded.append(body)
+    early = await sim.gate(request, "submit", check_key=True)
+    if early is not None:
+        return early
+    if not ok or not isinstance(body, dict):
+        return web.json_response(
+            {"error": "Request body must be a JSON object", "message": "Invalid request body."}, status=400
+        )
+    problem = validate_submit(body)
+    if problem is not None:
+        return _bad_request(*problem)
+    job = sim.create_job(body)
+    if job.protocol == "legacy":
+        message = "Video generation request queued successfully."
+        return web.json_response({"status": "IN_QUEUE", "request_id": job.request_id, "message": message})
+    polling_url = f"{_base_url(request)}/v2/requests/status/{job.request_id}"
+    reply = {"request_id": job.request_id, "status": "QUEUED", "polling_url": polling_url}
+    return web.json_response(reply, status=202)
+
+
+async def legacy_result(request: web.Request) -> web.StreamResponse:
+    sim = request.app[SIM]
+    ok, body = _decode(await request.read())
+    early = await sim.gate(request, "poll", check_key=True)
+    if early is not None:
+        return early
+    request_id = body.get("request_id") if ok and isinstance(body, dict) else None
+    if not isinstance(request_id, str) or not request_id:
+        return _bad_request("request_id", "must be a non-empty string")
+    job = sim.jobs.get(request_id)
+    if job is None or job.protocol != "legacy":
+        return _not_found()
+    now = time.time()
+    phase = job.phase(now)
+    reply: dict[str, Any]
+    if phase == "queued":
+        reply = {"status": "IN_QUEUE", "queue_position": sim.queue_position(job, now)}
+    elif phase == "processing":
+        log = {"message": "Generating video...", "level": "INFO", "source": "user", "timestamp": _iso(now)}
+        reply = {"status": "IN_PROGRESS", "logs": [log]}
+    elif phase == "succeed":
+        video = {
+            "url": _video_url(request, job),
+            "content_type": "video/mp4",
+            "file_name": "output.mp4",
+            "file_size": sim.video_size(job),
+        }
+        reply = {"video": video}
+    elif phase == "unknown_status":
+        reply = {"status": UNKNOWN_STATUS}
+    else:
+        reply = {"status": "FAILED", "error": FAIL_MESSAGE if phase == "fail" else ERROR_MESSAGE}
+    return web.json_response(reply)
+
+
+async def universal_status(request: web.Request) -> web.StreamResponse:
+    sim = request.app[SIM]
+    early = await sim.gate(request, "poll", check_key=True)
+    if early is not None:
+        return early
+    job = sim.jobs.get(request.match_info["request_id"])
+    if job is None or job.protocol != "universal":
+        return _not_found()
+    phase = job.phase(time.time())
+    updated = {"queued": job.created, "processing": job.started, "unknown_status": job.started}
+    output = None
+    if phase == "succeed":
+        output = {"media_url": [_video_url(request, job)], "media_type": "application/octet-stream"}
+    reply = {
+        "request_id": job.request_id,
+        "status": UNIVERSAL_STATUS[phase],
+        "model_id": MODEL_ID,
+        "error": {"fail": FAIL_MESSAGE, "error": ERROR_MESSAGE}.get(phase),
+        "output": output,
+        "created_at": _iso(job.created),
+        "updated_at": _iso(updated.get(phase, job.finished)),
+        "completed_at": _iso(job.finished) if phase in TERMINAL else None,
+    }
+    return web.json_response(reply)
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """The public "CDN": no key; streams the sample then any zero padding, never holding it in memory."""
+    filename = request.match_info["filename"]
+    if filename == SAMPLE_JPG.name:
+        return web.FileResponse(SAMPLE_JPG, headers={"Content-Type": "image/jpeg"})
+    sim = request.app[SIM]
+    early = await sim.gate(request, "download", check_key=False)
+    if early is not None:
+        return early
+    job = sim.jobs.get(filename.removesuffix(".mp4")) if filename.endswith(".mp4") else None
+    if job is None or job.phase(time.time()) != "succeed":
+        return web.json_response({"error": "Not found"}, status=404)
+    response = web.StreamResponse()
+    response.content_type = "video/mp4"
+    response.content_length = sim.video_size(job)
+    await response.prepare(request)
+    if request.method != "HEAD":
+        # A client that hangs up mid-file is normal (timeouts, cancelled tasks): stop quietly.
+        with contextlib.suppress(ConnectionError):
+            await _write_video(response, sim.sample, job.padding_bytes, sim.zeros)
+    return response
+
+
+async def _write_video(response: web.StreamResponse, sample: bytes, padding: int, zeros: bytes) -> None:
+    """Write the sample, then a ``free`` box of ``padding`` bytes streamed from one reused zero buffer."""
+    for offset in range(0, len(sample), CHUNK_BYTES):
+        await response.write(sample[offset : offset + CHUNK_BYTES])
+    if padding:
+        header = free_box_header(padding)
+        await response.write(header)
+        remaining = padding - len(header)
+        view = memoryview(zeros)
+        while remaining > 0:
+            step = min(remaining, len(view))
+            await response.write(view[:step])
+            remaining -= step
+    await response.write_eof()
+
+
+async def sim_stats(request: web.Request) -> web.StreamResponse:
+    return web.json_response(request.app[SIM].stats())
+
+
+async def sim_reset(request: web.Request) -> web.StreamResponse:
+    sim = request.app[SIM]
+    sim.reset()
+    return web.json_response(sim.config.to_json())
+
+
+async def sim_get_config(request: web.Request) -> web.StreamResponse:
+    return web.json_response(request.app[SIM].config.to_json())
+
+
+async def sim_set_config(request: web.Request) -> web.StreamResponse:
+    sim = request.app[SIM]
+    ok, body = _decode(await request.read())
+    try:
+        if not ok:
+            raise ValueError("config must be a JSON object")
+        sim.config = apply_config(sim.config, body)
+    except (ValueError, TypeError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response(sim.config.to_json())
+
+
+def create_app(
+    config: SimConfig | None = None, key: str = DEFAULT_KEY, state_file: Path | None = None
+) -> web.Application:
+    """Build the aiohttp app; usable in-process (e.g. with aiohttp's test server) as well as by ``serve``."""
+    app = web.Application()
+    app[SIM] = Simulator(config or SimConfig(), key, state_file)
+    app.router.add_post(SUBMIT_PATH, submit)
+    app.router.add_post(RESULT_PATH, legacy_result)
+    app.router.add_get(STATUS_PATH, universal_status)
+    app.router.add_get("/files/{filename}", download)
+    app.router.add_get("/_sim/stats", sim_stats)
+    app.router.add_post("/_sim/reset", sim_reset)
+    app.router.add_get("/_sim/config", sim_get_config)
+    app.router.add_post("/_sim/config", sim_set_config)
+    return app
+
+
+async def serve(
+    host: str = "127.0.0.1",
+    port: int = 8089,
+    config: SimConfig | None = None,
+    key: str = DEFAULT_KEY,
+    state_file: Path | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM; prints the listening line (with the real port) once it accepts."""
+    runner = web.AppRunner(create_app(config, key, state_file), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        real_port = runner.addresses[0][1]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"ltx2-simulator listening on http://{shown}:{real_port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Unix main thread
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
