@@ -1,0 +1,93 @@
+"""The example DAGs under ``airflow dags test`` against the simulator, and the provider seen by Airflow's CLI."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_ltx2.simulator.process import SimulatorProcess
+from tests.conftest import KEY, airflow_env
+
+pytestmark = pytest.mark.dags
+
+
+def airflow(home: Path, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "airflow", *args],
+        check=False,
+        env=airflow_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def db_dump(home: Path) -> str:
+    """Every row of the metadata DB but the connection table, as text."""
+    with sqlite3.connect(home / "airflow.db") as db:
+        return "\n".join(line for line in db.iterdump() if 'INSERT INTO "connection"' not in line)
+
+
+@pytest.mark.parametrize("deferrable", ["true", "false"])
+@pytest.mark.parametrize("dag_id", ["example_ltx2_single_video", "example_ltx2_batch_from_csv"])
+def test_example_dag_end_to_end(
+    simulator: SimulatorProcess, airflow_home: Path, tmp_path: Path, dag_id: str, deferrable: str
+) -> None:
+    done = airflow(
+        airflow_home,
+        "dags",
+        "test",
+        dag_id,
+        AIRFLOW_CONN_LTX2_DEFAULT=simulator.connection(),
+        LTX2_EXAMPLE_DEFERRABLE=deferrable,
+        LTX2_EXAMPLE_OUTPUT_DIR=str(tmp_path),
+        LTX2_EXAMPLE_POLL_INTERVAL="0.5",
+        LTX2_EXAMPLE_IMAGE_URL=f"{simulator.base_url}/files/sample.jpg",
+        LTX2_EXAMPLE_IMAGE_BASE_URL=f"{simulator.base_url}/files/",
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-5000:]
+    assert "state=success" in log
+    assert ("running trigger in line" in log) == (deferrable == "true")
+
+    videos = sorted(tmp_path.rglob("*.mp4"))
+    expected = 1 if dag_id == "example_ltx2_single_video" else 3
+    assert len(videos) == expected and all(video.read_bytes()[4:8] == b"ftyp" for video in videos)
+    assert simulator.stats()["submits"] == expected
+    if expected == 3:
+        [manifest] = tmp_path.rglob("manifest.json")
+        entries = json.loads(manifest.read_text())
+        assert sorted(entry["output_uri"] for entry in entries) == [f"file://{video}" for video in videos]
+
+    assert KEY not in log, "the key leaked into the logs"
+    assert KEY not in db_dump(airflow_home), "the key leaked into the metadata DB"
+
+
+def test_airflow_sees_the_provider_and_its_connection_type(airflow_home: Path) -> None:
+    listed = airflow(airflow_home, "providers", "list", "--output", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert "airflow-provider-ltx2" in {provider["package_name"] for provider in json.loads(listed.stdout)}
+
+    added = airflow(
+        airflow_home,
+        "connections",
+        "add",
+        "ltx2_cli",
+        "--conn-type",
+        "ltx2",
+        "--conn-password",
+        KEY,
+        "--conn-host",
+        "http://127.0.0.1:8089",
+    )
+    assert added.returncode == 0, added.stderr
+    assert KEY not in added.stdout + added.stderr
+
+    hooks = airflow(airflow_home, "providers", "hooks", "--output", "json")
+    [ltx2] = [hook for hook in json.loads(hooks.stdout) if hook["connection_type"] == "ltx2"]
+    assert ltx2["class"] == "airflow_provider_ltx2.hooks.ltx2.Ltx2Hook"

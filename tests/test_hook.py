@@ -1,0 +1,222 @@
+"""The hook against the simulator over loopback: both protocols, retries, errors, downloads, the key."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_ltx2.api import Job, JobState, RetryPolicy
+from airflow_provider_ltx2.exceptions import (
+    Ltx2AuthError,
+    Ltx2Error,
+    Ltx2GenerationFailed,
+    Ltx2Timeout,
+    Ltx2TransientError,
+    Ltx2ValidationError,
+)
+from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+from airflow_provider_ltx2.simulator.process import SimulatorProcess
+from airflow_provider_ltx2.waiting import Wait
+from tests.conftest import KEY
+
+REQUEST = {"image_url": "https://images.example.com/cat.jpg", "prompt": "the cat turns its head", "duration": 6}
+FAST_RETRIES = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.3)
+
+
+def hook(read_timeout: float = 5.0) -> Ltx2Hook:
+    return Ltx2Hook(retry_policy=FAST_RETRIES, read_timeout=read_timeout)
+
+
+def wait_until_done(ltx2: Ltx2Hook, job: Job, seconds: float = 10.0) -> Wait:
+    wait = Wait(job, deadline=time.time() + seconds, poll_interval=0.1)
+    ltx2.wait_for_video(wait)
+    return wait
+
+
+@pytest.mark.parametrize("protocol", ["legacy", "universal"])
+def test_submit_poll_and_download_both_protocols(simulator: SimulatorProcess, protocol: str, tmp_path: Path) -> None:
+    simulator.configure(protocol=protocol)
+    ltx2 = hook()
+    job = ltx2.submit(REQUEST)
+    assert (job.polling_url is not None) == (protocol == "universal")
+    status = ltx2.wait_for_video(Wait(job, deadline=time.time() + 10, poll_interval=0.1))
+    assert status.state is JobState.SUCCEEDED
+    assert status.video_url and status.video_url.endswith(f"{job.request_id}.mp4")
+
+    target = tmp_path / "out" / "video.mp4"
+    size = ltx2.download_video(status.video_url, f"file://{target}")
+    data = target.read_bytes()
+    assert size == len(data) > 1000 and data[4:8] == b"ftyp"
+    assert list(target.parent.iterdir()) == [target], "no temporary file is left beside the video"
+    stats = simulator.stats()
+    assert stats["submits"] == 1 and stats["polls"] >= 2 and stats["downloads"] == 1
+    assert stats["requests"] == [REQUEST], "the gateway received exactly the validated body"
+
+
+def test_hostile_prompt_reaches_the_gateway_intact(simulator: SimulatorProcess) -> None:
+    prompt = 'He said "stop"\n\tthen \u00e9t\u00e9 \U0001f3ac \\ {braces} ' + "x" * 10_000
+    hook().submit({**REQUEST, "prompt": prompt})
+    assert simulator.stats()["requests"][0]["prompt"] == prompt
+
+
+def test_wrong_key_is_an_auth_error_with_the_gateways_message(simulator: SimulatorProcess, monkeypatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LTX2_DEFAULT",
+        json.dumps({"conn_type": "ltx2", "host": simulator.base_url, "password": "wrong-key"}),
+    )
+    with pytest.raises(Ltx2AuthError, match="invalid subscription key") as caught:
+        hook().submit(REQUEST)
+    assert "wrong-key" not in str(caught.value)
+    assert simulator.stats()["submits"] == 1, "a 401 is not retried"
+
+
+def test_gateway_validation_error_is_reported_not_retried(simulator: SimulatorProcess) -> None:
+    with pytest.raises(Ltx2ValidationError, match="fps"):
+        hook().submit({**REQUEST, "fps": 60})
+    assert simulator.stats()["submits"] == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "submits"),
+    [
+        ({"status": 429, "count": 2, "retry_after": "0"}, 3),
+        ({"status": 503, "count": 2}, 3),
+        ({"status": 502, "count": 1, "body": "html"}, 2),
+    ],
+)
+def test_submit_retries_only_where_no_job_was_created(simulator: SimulatorProcess, fault: dict, submits: int) -> None:
+    simulator.configure(faults=[{"on": "submit", **fault}])
+    job = hook().submit(REQUEST)
+    stats = simulator.stats()
+    assert job.request_id and stats["submits"] == submits and stats["jobs"] == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500, "count": 1},
+        {"status": 200, "count": 1, "drop_connection": True},
+    ],
+)
+def test_submit_is_not_repeated_when_the_gateway_may_have_charged(simulator: SimulatorProcess, fault: dict) -> None:
+    simulator.configure(faults=[{"on": "submit", **fault}])
+    with pytest.raises(Ltx2Error):
+        hook().submit(REQUEST)
+    assert simulator.stats()["submits"] == 1
+
+
+def test_submit_read_timeout_is_not_repeated(simulator: SimulatorProcess) -> None:
+    simulator.configure(response_delay_seconds=1.0)
+    with pytest.raises(Ltx2Error, match="may have accepted"):
+        hook(read_timeout=0.3).submit(REQUEST)
+    assert simulator.stats()["submits"] == 1
+
+
+def test_retry_after_is_honoured(simulator: SimulatorProcess) -> None:
+    simulator.configure(faults=[{"on": "submit", "status": 429, "count": 1, "retry_after": "1"}])
+    started = time.monotonic()
+    Ltx2Hook(retry_policy=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=5)).submit(REQUEST)
+    assert time.monotonic() - started >= 1.0
+
+
+def test_throttling_that_outlasts_the_retries_is_a_transient_error(simulator: SimulatorProcess) -> None:
+    simulator.configure(faults=[{"on": "submit", "status": 429, "count": 10, "retry_after": "0"}])
+    with pytest.raises(Ltx2TransientError, match="429"):
+        hook().submit(REQUEST)
+    assert simulator.stats()["submits"] == FAST_RETRIES.max_attempts
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 502, "count": 3, "body": "html"},
+        {"status": 503, "count": 3, "retry_after": "0"},
+        {"status": 200, "count": 2, "body": "malformed"},
+        {"status": 500, "count": 2, "drop_connection": True},
+    ],
+)
+def test_transient_poll_errors_are_tolerated(simulator: SimulatorProcess, fault: dict) -> None:
+    ltx2 = hook()
+    job = ltx2.submit(REQUEST)
+    simulator.configure(faults=[{"on": "poll", **fault}])
+    wait_until_done(ltx2, job)
+    assert simulator.stats()["submits"] == 1
+
+
+def test_failed_generation_carries_the_gateways_error(simulator: SimulatorProcess) -> None:
+    simulator.configure(outcome="fail")
+    ltx2 = hook()
+    status = ltx2.wait_for_video(Wait(ltx2.submit(REQUEST), deadline=time.time() + 10, poll_interval=0.1))
+    assert status.state is JobState.FAILED and "simulated failure" in (status.error or "")
+
+
+def test_deadline_ends_the_wait(simulator: SimulatorProcess) -> None:
+    simulator.configure(outcome="never_finish")
+    ltx2 = hook()
+    started = time.monotonic()
+    with pytest.raises(Ltx2Timeout, match="deadline"):
+        ltx2.wait_for_video(Wait(ltx2.submit(REQUEST), deadline=time.time() + 1.0, poll_interval=0.2))
+    assert time.monotonic() - started < 3
+
+
+def test_unknown_request_is_a_generation_failure(simulator: SimulatorProcess) -> None:
+    with pytest.raises(Ltx2GenerationFailed, match="404"):
+        hook().get_status(Job("ltx2-v-does-not-exist"))
+
+
+def test_connection_refused_is_transient(simulator: SimulatorProcess, monkeypatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LTX2_DEFAULT", json.dumps({"conn_type": "ltx2", "host": "http://127.0.0.1:9", "password": KEY})
+    )
+    with pytest.raises(Ltx2TransientError, match="Could not reach"):
+        hook().submit(REQUEST)
+
+
+def test_test_connection_tells_a_good_key_from_a_bad_one(simulator: SimulatorProcess, monkeypatch) -> None:
+    ok, message = Ltx2Hook().test_connection()
+    assert ok and simulator.base_url in message
+    assert simulator.stats()["submits"] == 0, "checking the key costs nothing"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LTX2_DEFAULT", json.dumps({"conn_type": "ltx2", "host": simulator.base_url, "password": "bad"})
+    )
+    ok, message = Ltx2Hook().test_connection()
+    assert not ok and "subscription key" in message
+
+
+def test_download_of_something_else_than_an_mp4_leaves_nothing(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    ltx2 = hook()
+    status = ltx2.wait_for_video(Wait(ltx2.submit(REQUEST), deadline=time.time() + 10, poll_interval=0.1))
+    simulator.configure(faults=[{"on": "download", "status": 200, "body": "html"}])
+    target = tmp_path / "video.mp4"
+    with pytest.raises(Ltx2Error, match="not an MP4"):
+        ltx2.download_video(str(status.video_url), f"file://{target}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_download_keeps_an_earlier_file(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    ltx2 = hook()
+    status = ltx2.wait_for_video(Wait(ltx2.submit(REQUEST), deadline=time.time() + 10, poll_interval=0.1))
+    target = tmp_path / "video.mp4"
+    target.write_bytes(b"earlier run")
+    simulator.configure(faults=[{"on": "download", "status": 503}])
+    with pytest.raises(Ltx2Error):
+        ltx2.download_video(str(status.video_url), f"file://{target}")
+    assert target.read_bytes() == b"earlier run" and list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("protocol", ["legacy", "universal"])
+def test_async_status_matches_the_sync_one(simulator: SimulatorProcess, protocol: str) -> None:
+    simulator.configure(protocol=protocol, queue_seconds=0, processing_seconds=0)
+    ltx2 = hook()
+    job = ltx2.submit(REQUEST)
+    time.sleep(0.1)
+
+    async def poll() -> object:
+        async with ltx2.async_session() as session:
+            return await ltx2.aget_status(session, await ltx2.agateway(), job)
+
+    assert asyncio.run(poll()) == ltx2.get_status(job)

@@ -1,0 +1,203 @@
+"""The operator and the sensor, run in-process against the simulator (the HTTP is real, the context small)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
+
+from airflow_provider_ltx2.exceptions import (
+    Ltx2GenerationFailed,
+    Ltx2InputRejected,
+    Ltx2Timeout,
+    Ltx2ValidationError,
+)
+from airflow_provider_ltx2.operators.ltx2 import STATE_KEY, Ltx2GenerateVideoOperator
+from airflow_provider_ltx2.sensors.ltx2 import Ltx2VideoSensor
+from airflow_provider_ltx2.simulator.process import SimulatorProcess
+from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
+from airflow_provider_ltx2.waiting import Wait
+from tests.conftest import KEY
+
+GOOD = {"image_url": "https://images.example.com/cat.jpg", "prompt": "the cat turns its head"}
+RESULT_KEYS = {"request_id", "status", "video_url", "output_uri", "bytes", "request", "submitted_at", "completed_at"}
+
+
+class TaskInstance:
+    """The part of a task instance the operator touches: XCom pushes."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+class StateStore:
+    """Airflow 3.3's task state store, kept in a dict (it survives retries in Airflow)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+def context(store: StateStore | None = None) -> dict[str, Any]:
+    return {"ti": TaskInstance(), "task_state_store": store or StateStore()}
+
+
+def operator(**kwargs: Any) -> Ltx2GenerateVideoOperator:
+    arguments = {**GOOD, "task_id": "generate", "poll_interval": 0.1, "timeout": 20, "deferrable": False}
+    return Ltx2GenerateVideoOperator(**{**arguments, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("image_url", "ftp://images.example.com/cat.jpg"),
+        ("image_url", ""),
+        ("prompt", "   "),
+        ("duration", 1),
+        ("duration", 11),
+        ("duration", "6.5"),
+        ("resolution", "4k"),
+        ("aspect_ratio", "4:3"),
+        ("fps", 60),
+        ("generate_audio", "maybe"),
+    ],
+)
+def test_bad_input_fails_before_any_request(simulator: SimulatorProcess, field: str, value: Any) -> None:
+    with pytest.raises(Ltx2ValidationError) as caught:
+        operator(**{field: value}).execute(context())
+    assert field in str(caught.value) and repr(value) in str(caught.value)
+    assert simulator.stats()["submits"] == 0 and simulator.stats()["polls"] == 0
+
+
+@pytest.mark.parametrize("argument", [{"poll_interval": 0}, {"timeout": -1}])
+def test_bad_waiting_arguments_fail_at_parse_time(argument: dict[str, Any]) -> None:
+    with pytest.raises(Ltx2ValidationError, match=next(iter(argument))):
+        operator(**argument)
+
+
+@pytest.mark.parametrize("protocol", ["legacy", "universal"])
+def test_generates_and_saves_the_video(simulator: SimulatorProcess, tmp_path: Path, protocol: str) -> None:
+    simulator.configure(protocol=protocol)
+    ctx = context()
+    target = tmp_path / "v.mp4"
+    result = operator(duration="6", fps=24, output_uri=f"file://{target}").execute(ctx)
+
+    assert set(result) == RESULT_KEYS and result["status"] == "succeeded"
+    assert result["request"] == {**GOOD, "duration": 6, "fps": 24}
+    assert result["output_uri"] == f"file://{target}" and result["bytes"] == target.stat().st_size
+    assert target.read_bytes()[4:8] == b"ftyp"
+    assert ctx["ti"].xcom["request_id"] == result["request_id"]
+    assert ctx["ti"].xcom["video_url"] == result["video_url"]
+    assert ctx["task_state_store"].values == {}, "the state is cleared on success"
+    assert KEY not in json.dumps(result) + json.dumps(ctx["ti"].xcom)
+    assert simulator.stats()["submits"] == 1
+
+
+def test_without_waiting_returns_the_submission(simulator: SimulatorProcess) -> None:
+    result = operator(wait_for_completion=False).execute(context())
+    assert result["status"] == "submitted" and result["request_id"]
+    assert simulator.stats()["polls"] == 0
+
+
+def test_deferrable_hands_only_safe_kwargs_to_the_trigger(simulator: SimulatorProcess) -> None:
+    ctx = context()
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(deferrable=True, timeout=600).execute(ctx)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, Ltx2VideoTrigger) and deferred.value.timeout is None
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_ltx2.triggers.ltx2.Ltx2VideoTrigger"
+    assert KEY not in json.dumps(kwargs)
+    assert set(kwargs) == {"request_id", "deadline", "polling_url", "ltx2_conn_id", "poll_interval", "submitted_at"}
+    assert kwargs["request_id"] == ctx["ti"].xcom["request_id"]
+    assert ctx["task_state_store"].values[STATE_KEY]["request_id"] == kwargs["request_id"]
+
+
+def test_a_retry_reattaches_to_the_request_already_paid_for(simulator: SimulatorProcess) -> None:
+    store = StateStore()
+    with pytest.raises(TaskDeferred):
+        operator(deferrable=True).execute(context(store))  # first try: submitted, then the worker died
+    first_id = store.values[STATE_KEY]["request_id"]
+
+    result = operator().execute(context(store))  # second try
+    assert result["request_id"] == first_id
+    assert simulator.stats()["submits"] == 1
+    assert store.values == {}
+
+
+def test_a_retry_after_a_failed_generation_submits_again(simulator: SimulatorProcess) -> None:
+    simulator.configure(outcome="fail")
+    store = StateStore()
+    with pytest.raises(Ltx2GenerationFailed, match="simulated failure"):
+        operator().execute(context(store))
+    simulator.configure(outcome="succeed")
+    assert operator().execute(context(store))["status"] == "succeeded"
+    assert simulator.stats()["submits"] == 2
+
+
+def test_changed_parameters_are_not_reattached(simulator: SimulatorProcess) -> None:
+    store = StateStore()
+    operator(wait_for_completion=False).execute(context(store))
+    operator(prompt="something else").execute(context(store))
+    assert simulator.stats()["submits"] == 2
+
+
+def test_timeout_raises_ltx2_timeout(simulator: SimulatorProcess) -> None:
+    simulator.configure(outcome="never_finish")
+    with pytest.raises(Ltx2Timeout):
+        operator(timeout=1).execute(context())
+
+
+def test_execute_complete_reads_every_event_kind(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    op = operator(output_uri=f"file://{tmp_path}/v.mp4")
+    job = op.hook.submit(op.build_request())
+    video_url = op.hook.wait_for_video(Wait(job, deadline=time.time() + 10, poll_interval=0.1)).video_url
+    ok = {"status": "succeeded", **job.to_dict(), "video_url": video_url, "completed_at": "t", "submitted_at": "s"}
+    result = op.execute_complete(context(), ok)
+    assert result["bytes"] == (tmp_path / "v.mp4").stat().st_size and result["submitted_at"] == "s"
+
+    with pytest.raises(Ltx2InputRejected):
+        op.execute_complete(context(), {"status": "failed", **job.to_dict(), "input_rejected": True})
+    with pytest.raises(Ltx2Timeout):
+        op.execute_complete(context(), {"status": "timeout", **job.to_dict(), "message": "late"})
+    with pytest.raises(Exception, match="Unknown status 'cancelled'"):
+        op.execute_complete(context(), {"status": "cancelled", **job.to_dict()})
+
+
+def test_sensor_pokes_until_done_and_downloads(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    submission = operator(wait_for_completion=False).execute(context())
+    sensor = Ltx2VideoSensor(
+        task_id="wait", request_id=submission, poll_interval=0.1, timeout=20, output_uri=f"file://{tmp_path}/s.mp4"
+    )
+    ctx = context()
+    result = sensor.execute(ctx)
+    assert set(result) == RESULT_KEYS and result["request"] == submission["request"]
+    assert (tmp_path / "s.mp4").read_bytes()[4:8] == b"ftyp"
+    assert ctx["ti"].xcom["video_url"] == result["video_url"]
+
+
+def test_sensor_defers_with_the_same_trigger(simulator: SimulatorProcess) -> None:
+    simulator.configure(protocol="universal")
+    submission = operator(wait_for_completion=False).execute(context())
+    sensor = Ltx2VideoSensor(task_id="wait", request_id=submission["request_id"], deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context())
+    _, kwargs = deferred.value.trigger.serialize()
+    assert kwargs["request_id"] == submission["request_id"] and kwargs["polling_url"] is None
+    with pytest.raises(Ltx2ValidationError, match="request_id"):
+        Ltx2VideoSensor(task_id="bad", request_id=" ").execute(context())

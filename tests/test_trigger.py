@@ -1,0 +1,118 @@
+"""The trigger: serialisation, and its run against the simulator the way the triggerer runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_ltx2 import waiting
+from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+from airflow_provider_ltx2.simulator.process import SimulatorProcess
+from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
+from tests.conftest import KEY
+
+REQUEST = {"image_url": "https://images.example.com/cat.jpg", "prompt": "waves roll in"}
+
+
+def run(trigger: Ltx2VideoTrigger) -> list[dict[str, Any]]:
+    """All events the trigger yields (it must yield exactly one, then return)."""
+
+    async def collect() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    return asyncio.run(collect())
+
+
+def submit_trigger(deadline_in: float = 20.0, **kwargs: Any) -> Ltx2VideoTrigger:
+    job = Ltx2Hook().submit(REQUEST)
+    return Ltx2VideoTrigger(
+        request_id=job.request_id,
+        polling_url=job.polling_url,
+        deadline=time.time() + deadline_in,
+        poll_interval=0.1,
+        submitted_at="2026-01-01T00:00:00+00:00",
+        **kwargs,
+    )
+
+
+def test_serialize_round_trips_and_holds_no_secret() -> None:
+    trigger = Ltx2VideoTrigger(
+        request_id="ltx2-v-1", deadline=1_900_000_000.5, polling_url="https://gw/v2/requests/status/x"
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_ltx2.triggers.ltx2.Ltx2VideoTrigger"
+    json.dumps(kwargs)  # stored as plain JSON in the trigger table
+    assert Ltx2VideoTrigger(**kwargs).serialize() == (classpath, kwargs)
+    assert kwargs["deadline"] == 1_900_000_000.5, "the deadline is absolute: a restarted triggerer keeps it"
+
+
+@pytest.mark.parametrize("protocol", ["legacy", "universal"])
+def test_success_event(simulator: SimulatorProcess, protocol: str) -> None:
+    simulator.configure(protocol=protocol)
+    trigger = submit_trigger()
+    [event] = run(trigger)
+    assert event["status"] == "succeeded" and event["request_id"] == trigger.request_id
+    assert event["video_url"].endswith(".mp4") and event["submitted_at"] == "2026-01-01T00:00:00+00:00"
+    assert KEY not in json.dumps(event)
+    delivered = waiting.read_event(event)
+    assert delivered.video_url == event["video_url"]
+
+
+@pytest.mark.parametrize(("outcome", "raw"), [("fail", "FAILED"), ("error", "ERROR")])
+def test_failure_event(simulator: SimulatorProcess, outcome: str, raw: str) -> None:
+    simulator.configure(outcome=outcome, protocol="universal")
+    [event] = run(submit_trigger())
+    assert event["status"] == "failed" and event["raw_status"] == raw and event["message"]
+
+
+def test_timeout_event_at_the_absolute_deadline(simulator: SimulatorProcess) -> None:
+    simulator.configure(outcome="never_finish")
+    trigger = submit_trigger(deadline_in=1.0)
+    started = time.monotonic()
+    [event] = run(trigger)
+    assert event["status"] == "timeout" and time.monotonic() - started < 2.5
+
+
+def test_restarted_trigger_keeps_the_original_deadline(simulator: SimulatorProcess) -> None:
+    simulator.configure(outcome="never_finish")
+    trigger = submit_trigger(deadline_in=0.8)
+    time.sleep(1.0)  # the triggerer was down past the deadline
+    _, kwargs = trigger.serialize()
+    started = time.monotonic()
+    [event] = run(Ltx2VideoTrigger(**kwargs))
+    assert event["status"] == "timeout" and time.monotonic() - started < 0.5
+
+
+def test_auth_error_event_names_the_class_and_hides_the_key(simulator: SimulatorProcess, monkeypatch) -> None:
+    trigger = submit_trigger()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LTX2_DEFAULT",
+        json.dumps({"conn_type": "ltx2", "host": simulator.base_url, "password": "revoked-key"}),
+    )
+    [event] = run(trigger)
+    assert event["status"] == "error" and event["error_class"] == "Ltx2AuthError"
+    assert "revoked-key" not in json.dumps(event)
+
+
+def test_transient_errors_while_polling_are_tolerated(simulator: SimulatorProcess) -> None:
+    trigger = submit_trigger()
+    simulator.configure(faults=[{"on": "poll", "status": 502, "count": 2, "body": "html"}])
+    [event] = run(trigger)
+    assert event["status"] == "succeeded"
+
+
+def test_unknown_status_is_tolerated_for_a_bounded_number_of_polls(simulator: SimulatorProcess, monkeypatch) -> None:
+    monkeypatch.setattr(waiting, "MAX_UNKNOWN_POLLS", 3)
+    simulator.configure(outcome="unknown_status", queue_seconds=0)
+    [event] = run(submit_trigger())
+    assert event["status"] == "error" and "WIBBLING" in event["message"]
+    assert simulator.stats()["polls"] == 3
+
+
+def test_unknown_request_is_an_error_event(simulator: SimulatorProcess) -> None:
+    [event] = run(Ltx2VideoTrigger(request_id="ltx2-v-missing", deadline=time.time() + 5, poll_interval=0.1))
+    assert event["status"] == "error" and "404" in event["message"]
