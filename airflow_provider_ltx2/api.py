@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from airflow_provider_ltx2.exceptions import (
     Ltx2Error,
     Ltx2GenerationFailed,
     Ltx2InputRejected,
+    Ltx2SubmitUnconfirmed,
     Ltx2TransientError,
     Ltx2ValidationError,
 )
@@ -104,7 +106,7 @@ def _as_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
         return int(value.strip())
     return None
 
@@ -225,18 +227,22 @@ def auth_headers(key: str) -> dict[str, str]:
     return {KEY_HEADER: key, "Content-Type": "application/json", "Cache-Control": "no-cache"}
 
 
-def same_origin(url: str, base_url: str) -> bool:
-    a, b = urlsplit(url), urlsplit(base_url)
-    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+def on_gateway(url: str, base_url: str) -> bool:
+    """Whether ``url`` is plainly under ``base_url``; anything clever (user info, backslashes) is not."""
+    return url.startswith(base_url.rstrip("/") + "/") and not any(char in url for char in "@\\\r\n\t ")
 
 
 def parse_submission(reply: Reply, base_url: str) -> Job:
     """Turn the submit reply into a ``Job``; either protocol of the gateway is accepted.
 
-    A ``polling_url`` on another host than the configured gateway is ignored (the key is sent with
+    A ``polling_url`` that is not under the configured gateway's base URL is ignored (the key is sent with
     every poll and must not travel anywhere else); the status path is rebuilt on the gateway instead.
     """
     if reply.status not in (200, 201, 202):
+        if reply.status >= 500 and reply.status not in NO_JOB_CREATED:
+            raise Ltx2SubmitUnconfirmed(
+                f"LTX-2 gateway answered HTTP {reply.status} to the submit: {gateway_message(reply)}. {UNCONFIRMED}"
+            )
         raise error_for_reply(reply, "the submit")
     body = reply.json()
     request_id = body.get("request_id") if isinstance(body, dict) else None
@@ -244,7 +250,7 @@ def parse_submission(reply: Reply, base_url: str) -> Job:
         raise Ltx2Error(f"LTX-2 gateway accepted the submit but sent no request_id: {reply.text[:300]!r}")
     polling_url = body.get("polling_url")
     if isinstance(polling_url, str) and polling_url:
-        if not same_origin(polling_url, base_url):
+        if not on_gateway(polling_url, base_url):
             polling_url = base_url.rstrip("/") + STATUS_PATH.format(request_id=quote(request_id, safe=""))
         return Job(request_id, polling_url)
     return Job(request_id)
@@ -388,6 +394,14 @@ def failure_error(job: Job, status: JobStatus) -> Ltx2GenerationFailed:
 # --------------------------------------------------------------------------------------------------
 
 
+# Answers that come from the gateway itself (throttling, a backend it could not reach), before any job.
+NO_JOB_CREATED = (429, 502, 503, 504)
+UNCONFIRMED = (
+    "The gateway may have accepted (and charged for) it, so it is not resent automatically, nor retried "
+    "by Airflow: check the account's requests before running the task again."
+)
+
+
 def is_transient(reply: Reply) -> bool:
     """Errors that usually go away: throttling, an overloaded or restarting gateway."""
     return reply.status == 429 or reply.status in (500, 502, 503, 504)
@@ -426,9 +440,10 @@ class RetryPolicy:
         if isinstance(outcome, TransportFailure):
             return outcome.before_sending or not paid
         if paid:
-            return outcome.status in (429, 502, 503, 504)
-        # A poll answered with an HTML page or a torn body is a proxy hiccup, not an answer.
-        return is_transient(outcome) or (outcome.status < 300 and outcome.json() is None)
+            return outcome.status in NO_JOB_CREATED
+        # A poll answered with an HTML page or a torn body is a proxy hiccup, not an answer
+        # (a bare 202 is an answer: "still queued").
+        return is_transient(outcome) or (outcome.status in (200, 201) and outcome.json() is None)
 
     def delay(self, attempt: int, outcome: Reply | TransportFailure) -> float:
         """Seconds to wait before attempt ``attempt + 1``."""
@@ -471,9 +486,9 @@ class Attempts:
         if isinstance(outcome, Reply):
             return outcome
         if self.paid and not outcome.before_sending:
-            raise Ltx2Error(
+            raise Ltx2SubmitUnconfirmed(
                 f"LTX-2 gateway connection broke after the {self.action} was sent ({outcome.description}). "
-                "The gateway may have accepted (and charged for) it; it is not resent automatically."
+                f"{UNCONFIRMED}"
             )
         raise Ltx2TransientError(f"Could not reach the LTX-2 gateway for the {self.action}: {outcome.description}")
 
@@ -497,17 +512,18 @@ class Gateway:
 
 def gateway_from_connection(conn_id: str, host: str | None, password: str | None) -> Gateway:
     """Read the connection: the key in ``password``, an optional base URL in ``host``."""
-    if not password:
+    if not password or not password.strip():
         raise Ltx2AuthError(
             f"Connection {conn_id!r} has no subscription key: put the key in its password field "
             "('Subscription key' in the UI)."
         )
-    base_url = (host or DEFAULT_BASE_URL).strip().rstrip("/")
+    base_url = (host or DEFAULT_BASE_URL).strip()
     if "://" not in base_url:
         base_url = f"https://{base_url}"
-    if urlsplit(base_url).scheme not in ("http", "https"):
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
         raise Ltx2ValidationError(
             f"Connection {conn_id!r} has host={host!r}: accepted values are an http(s) base URL such as "
             f"{DEFAULT_BASE_URL!r}."
         )
-    return Gateway(base_url=base_url, key=password.strip())
+    return Gateway(base_url=base_url.rstrip("/"), key=password.strip())

@@ -29,6 +29,10 @@ class Ltx2InputRejected(Ltx2GenerationFailed, AirflowFailException):
     """The model rejected the input (e.g. an image it cannot read): retrying would fail the same way."""
 
 
+class Ltx2SubmitUnconfirmed(Ltx2Error, AirflowFailException):
+    """The submit may have been accepted (and charged) but no answer confirmed it: not resent, not retried."""
+
+
 class Ltx2Timeout(Ltx2Error):
     """The video was not ready before the deadline."""
 

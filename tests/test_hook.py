@@ -14,6 +14,7 @@ from airflow_provider_ltx2.exceptions import (
     Ltx2AuthError,
     Ltx2Error,
     Ltx2GenerationFailed,
+    Ltx2SubmitUnconfirmed,
     Ltx2Timeout,
     Ltx2TransientError,
     Ltx2ValidationError,
@@ -104,14 +105,14 @@ def test_submit_retries_only_where_no_job_was_created(simulator: SimulatorProces
 )
 def test_submit_is_not_repeated_when_the_gateway_may_have_charged(simulator: SimulatorProcess, fault: dict) -> None:
     simulator.configure(faults=[{"on": "submit", **fault}])
-    with pytest.raises(Ltx2Error):
+    with pytest.raises(Ltx2SubmitUnconfirmed, match="may have accepted"):
         hook().submit(REQUEST)
     assert simulator.stats()["submits"] == 1
 
 
 def test_submit_read_timeout_is_not_repeated(simulator: SimulatorProcess) -> None:
     simulator.configure(response_delay_seconds=1.0)
-    with pytest.raises(Ltx2Error, match="may have accepted"):
+    with pytest.raises(Ltx2SubmitUnconfirmed, match="may have accepted"):
         hook(read_timeout=0.3).submit(REQUEST)
     assert simulator.stats()["submits"] == 1
 
