@@ -204,7 +204,7 @@ def gateway_message(reply: Reply) -> str:
 
 def error_for_reply(reply: Reply, action: str) -> Ltx2Error:
     """Map an unsuccessful reply to the typed error a DAG author can act on."""
-    message = f"LTX-2 gateway answered HTTP {reply.status} to {action}: {gateway_message(reply)}"
+    message = f"LTX-2 gateway answered HTTP {reply.status} to {action}: {gateway_message(reply).rstrip('.')}"
     if reply.status in (401, 403):
         return Ltx2AuthError(f"{message}. Check the subscription key in the LTX-2 connection.")
     if reply.status == 402:

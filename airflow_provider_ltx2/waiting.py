@@ -71,8 +71,8 @@ class Wait:
         return (
             f"LTX-2 request {self.job.request_id} was not finished by its deadline "
             f"({datetime.fromtimestamp(self.deadline, timezone.utc).isoformat(timespec='seconds')}, "
-            f"last status {self.last_status or 'none'}). It may still finish on the gateway; "
-            "a retry of this task reattaches to it instead of paying again."
+            f"last status {self.last_status or 'none'}). It may still finish on the gateway; on Airflow 3.3+ "
+            "a retry of the operator's task reattaches to it instead of paying again."
         )
 
 

@@ -28,7 +28,6 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_tasks=4,  # each generation costs money: cap how many run at once (or use a pool)
     tags=["ltx2", "example"],
 ):
 
@@ -48,6 +47,8 @@ with DAG(
 
     videos = Ltx2GenerateVideoOperator.partial(
         task_id="generate_video",
+        # Each generation costs money: to cap how many wait at once, give them a pool created with
+        # `airflow pools set ltx2 4 "LTX-2 generations" --include-deferred` and pass pool="ltx2".
         deferrable=DEFERRABLE,
         poll_interval=float(os.environ.get("LTX2_EXAMPLE_POLL_INTERVAL", "10")),
         output_uri=f"file://{OUTPUT_DIR}/{{{{ dag.dag_id }}}}/{{{{ run_id | replace(':', '_') }}}}/"

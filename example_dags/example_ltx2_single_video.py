@@ -36,7 +36,6 @@ with DAG(
         duration=6,
         resolution="1080p",
         aspect_ratio="16:9",
-        fps=24,
         deferrable=DEFERRABLE,
         poll_interval=float(os.environ.get("LTX2_EXAMPLE_POLL_INTERVAL", "10")),
         timeout=30 * 60,

@@ -10,7 +10,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
 if [ ! -f "$VENV/.ltx2-installed" ] || [ "$ROOT/pyproject.toml" -nt "$VENV/.ltx2-installed" ]; then
-    "$VENV/bin/python" -m pip install -q "apache-airflow==$AIRFLOW_VERSION" -e "$ROOT[test]"
+    "$VENV/bin/python" -m pip install -q -c "$ROOT/scripts/constraints.txt" \
+        "apache-airflow==$AIRFLOW_VERSION" -e "$ROOT[test]"
     touch "$VENV/.ltx2-installed"
 fi
 export PATH="$VENV/bin:$PATH"

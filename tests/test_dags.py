@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
-from tests.conftest import KEY, airflow_env
+from tests.conftest import KEY, REPO, airflow_env
 
 pytestmark = pytest.mark.dags
 
@@ -33,8 +33,16 @@ def db_dump(home: Path) -> str:
         return "\n".join(line for line in db.iterdump() if 'INSERT INTO "connection"' not in line)
 
 
+VIDEOS_PER_RUN = {
+    "example_ltx2_single_video": 1,
+    "example_ltx2_batch_from_csv": 3,
+    "example_ltx2_taskflow": 2,
+    "example_ltx2_asset_producer": 1,
+}
+
+
 @pytest.mark.parametrize("deferrable", ["true", "false"])
-@pytest.mark.parametrize("dag_id", ["example_ltx2_single_video", "example_ltx2_batch_from_csv"])
+@pytest.mark.parametrize("dag_id", list(VIDEOS_PER_RUN))
 def test_example_dag_end_to_end(
     simulator: SimulatorProcess, airflow_home: Path, tmp_path: Path, dag_id: str, deferrable: str
 ) -> None:
@@ -56,16 +64,37 @@ def test_example_dag_end_to_end(
     assert ("running trigger in line" in log) == (deferrable == "true")
 
     videos = sorted(tmp_path.rglob("*.mp4"))
-    expected = 1 if dag_id == "example_ltx2_single_video" else 3
+    expected = VIDEOS_PER_RUN[dag_id]
     assert len(videos) == expected and all(video.read_bytes()[4:8] == b"ftyp" for video in videos)
     assert simulator.stats()["submits"] == expected
-    if expected == 3:
+    if dag_id == "example_ltx2_batch_from_csv":
         [manifest] = tmp_path.rglob("manifest.json")
         entries = json.loads(manifest.read_text())
         assert sorted(entry["output_uri"] for entry in entries) == [f"file://{video}" for video in videos]
 
+    if dag_id == "example_ltx2_asset_producer":
+        [video] = videos
+        extra = json.loads(last_asset_event_extra(airflow_home))
+        assert extra["output_uri"] == f"file://{video}" and extra["bytes"] == video.stat().st_size
+
     assert KEY not in log, "the key leaked into the logs"
     assert KEY not in db_dump(airflow_home), "the key leaked into the metadata DB"
+
+
+def last_asset_event_extra(home: Path) -> str:
+    with sqlite3.connect(home / "airflow.db") as db:
+        [(extra,)] = db.execute("SELECT extra FROM asset_event ORDER BY id DESC LIMIT 1").fetchall()
+    return str(extra)
+
+
+def test_asset_consumer_is_scheduled_on_the_producers_asset() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "example_dags" / "example_ltx2_assets.py"))
+    assert bag.import_errors == {}
+    [produced] = bag.get_dag("example_ltx2_asset_producer").get_task("generate_video").outlets
+    consumer = bag.get_dag("example_ltx2_asset_consumer")
+    assert list(consumer.timetable.asset_condition.objects) == [produced]
 
 
 def test_airflow_sees_the_provider_and_its_connection_type(airflow_home: Path) -> None:

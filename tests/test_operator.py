@@ -28,13 +28,20 @@ RESULT_KEYS = {"request_id", "status", "video_url", "output_uri", "bytes", "requ
 
 
 class TaskInstance:
-    """The part of a task instance the operator touches: XCom pushes."""
+    """The part of a task instance the operator touches: its own XComs."""
 
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
+    task_id = "generate"
+    map_index = -1
+
+    def __init__(self, xcom: dict[str, Any] | None = None) -> None:
+        self.xcom: dict[str, Any] = dict(xcom or {})
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
+
+    def xcom_pull(self, task_ids: str, key: str, map_indexes: int) -> Any:
+        assert (task_ids, map_indexes) == (self.task_id, self.map_index)
+        return self.xcom.get(key)
 
 
 class StateStore:

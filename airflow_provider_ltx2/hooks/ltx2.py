@@ -26,14 +26,16 @@ from airflow_provider_ltx2.api import (
     RetryPolicy,
     TransportFailure,
     auth_headers,
+    error_for_reply,
     gateway_from_connection,
+    gateway_message,
     is_mp4,
     parse_status,
     parse_submission,
     poll_call,
     submit_call,
 )
-from airflow_provider_ltx2.exceptions import Ltx2AuthError, Ltx2Error, Ltx2Timeout, Ltx2TransientError
+from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Timeout, Ltx2TransientError
 from airflow_provider_ltx2.get_provider_info import UI_FIELD_BEHAVIOUR
 from airflow_provider_ltx2.waiting import Wait
 
@@ -71,8 +73,16 @@ class Ltx2Hook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form on Airflow 2.11 (3.2+ reads it from ``get_provider_info``)."""
-        return UI_FIELD_BEHAVIOUR
+        """The connection form on Airflow 2.11 (3.2+ reads it from ``get_provider_info``).
+
+        Airflow 2 wants snake_case keys here, not the provider-info kebab-case: it drops the whole form
+        with a warning when ``hidden_fields`` is missing.
+        """
+        return {
+            "hidden_fields": UI_FIELD_BEHAVIOUR["hidden-fields"],
+            "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
+            "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
+        }
 
     # ---------------------------------------------------------------------------------- credentials
 
@@ -139,16 +149,19 @@ class Ltx2Hook(BaseHook):
         raise Ltx2Timeout(wait.timeout_message())
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the key for free: a result call for a made-up id is 404 with a good key, 401 without."""
+        """Check the key for free: a result call for a made-up id is a JSON 404 with a good key, 401 without."""
         try:
-            self.get_status(Job(f"connection-test-{uuid.uuid4().hex}"))
-        except Ltx2AuthError as error:
+            reply = self._call(
+                poll_call(self.gateway.base_url, Job(f"connection-test-{uuid.uuid4().hex}")), action="key check"
+            )
+        except Ltx2Error as error:
             return False, str(error)
-        except Ltx2TransientError as error:
-            return False, str(error)
-        except Ltx2Error:
-            pass
-        return True, f"The LTX-2 gateway at {self.gateway.base_url} accepted the subscription key."
+        if reply.status in (401, 402, 403):
+            return False, str(error_for_reply(reply, "the key check"))
+        if reply.status == 404 and isinstance(reply.json(), dict):
+            return True, f"The LTX-2 gateway at {self.gateway.base_url} accepted the subscription key."
+        answer = f"HTTP {reply.status} {gateway_message(reply)}"
+        return False, f"{self.gateway.base_url} does not answer like the LTX-2 gateway: {answer}"
 
     def download_video(self, video_url: str, output_uri: str, output_conn_id: str | None = None) -> int:
         """Stream the video to ``output_uri`` and return its size in bytes.

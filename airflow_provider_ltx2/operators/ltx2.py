@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator, BaseOperatorLink, XCom, conf
+from airflow.providers.common.compat.sdk import Asset, BaseOperator, BaseOperatorLink, XCom, conf
 
 from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD, Job, JobState, build_request, failure_error
 from airflow_provider_ltx2.exceptions import Ltx2GenerationFailed, Ltx2ValidationError
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 # task_state_store key (Airflow 3.3+): the paid request of this task instance, kept across retries.
 STATE_KEY = "ltx2_request"
+# What an asset event of the task's outlets carries in its ``extra``.
+ASSET_EVENT_KEYS = ("request_id", "video_url", "output_uri", "bytes", "completed_at")
 
 
 class Ltx2VideoLink(BaseOperatorLink):
@@ -56,8 +58,9 @@ def deliver(
     request: dict[str, Any] | None,
     output_uri: str | None,
     output_conn_id: str | None,
+    outlets: Iterable[Any] = (),
 ) -> dict[str, Any]:
-    """Save the video where asked, publish its URL for the extra link, and build the result dict."""
+    """Save the video where asked, publish it (extra link, asset events), and build the result dict."""
     size = None
     if output_uri:
         size = hook.download_video(delivered.video_url, output_uri, output_conn_id)
@@ -65,7 +68,13 @@ def deliver(
     else:
         hook.log.info("LTX-2 video %s is ready at %s", delivered.job.request_id, delivered.video_url)
     context["ti"].xcom_push(key="video_url", value=delivered.video_url)
-    return result_dict(delivered, request=request, output_uri=output_uri, size=size)
+    result = result_dict(delivered, request=request, output_uri=output_uri, size=size)
+    # Assets in the task's outlets get the video's facts, for the DAGs scheduled on them.
+    outlet_events = context.get("outlet_events")
+    for outlet in outlets:
+        if outlet_events is not None and isinstance(outlet, Asset):
+            outlet_events[outlet].extra.update({key: result[key] for key in ASSET_EVENT_KEYS})
+    return result
 
 
 class Ltx2GenerateVideoOperator(BaseOperator):
@@ -162,6 +171,7 @@ class Ltx2GenerateVideoOperator(BaseOperator):
         request = self.build_request()
         job, submitted_at = self._reattach_or_submit(context, request)
         context["ti"].xcom_push(key="request_id", value=job.request_id)
+        context["ti"].xcom_push(key="request", value=request)  # read back on resume after deferral
         context["ti"].xcom_push(key="video_url", value=None)  # the extra link reads it before the video exists
         if not self.wait_for_completion:
             return {**job.to_dict(), "status": "submitted", "request": request, "submitted_at": submitted_at}
@@ -189,8 +199,10 @@ class Ltx2GenerateVideoOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger: every event is checked; anything but a success fails the task."""
-        # The fields are rendered again on resume, so the request is rebuilt rather than carried along.
-        return self._finish(context, read_event(event), self.build_request())
+        delivered = read_event(event)
+        ti = context["ti"]
+        request = ti.xcom_pull(task_ids=ti.task_id, key="request", map_indexes=ti.map_index)
+        return self._finish(context, delivered, request if isinstance(request, dict) else self.build_request())
 
     def _finish(self, context: Context, delivered: Delivered, request: dict[str, Any]) -> dict[str, Any]:
         result = deliver(
@@ -200,6 +212,7 @@ class Ltx2GenerateVideoOperator(BaseOperator):
             request=request,
             output_uri=self.output_uri,
             output_conn_id=self.output_conn_id,
+            outlets=self.outlets,
         )
         if (store := context.get("task_state_store")) is not None:
             store.delete(STATE_KEY)

@@ -78,7 +78,7 @@ class Ltx2VideoSensor(BaseSensorOperator):
         request_id = given.get("request_id")
         if not isinstance(request_id, str) or not request_id.strip():
             raise Ltx2ValidationError(f"request_id={self.request_id!r}: accepted values are a non-empty id string.")
-        return {"polling_url": self.polling_url, **given, "request_id": request_id.strip()}
+        return {**given, "request_id": request_id.strip(), "polling_url": self.polling_url or given.get("polling_url")}
 
     @cached_property
     def wait(self) -> Wait:
@@ -126,4 +126,5 @@ class Ltx2VideoSensor(BaseSensorOperator):
             request=self.submission.get("request"),
             output_uri=self.output_uri,
             output_conn_id=self.output_conn_id,
+            outlets=self.outlets,
         )

@@ -36,8 +36,13 @@ def main(argv: list[str] | None = None) -> None:
     config = SimConfig(
         protocol=args.protocol, queue_seconds=args.queue_seconds, processing_seconds=args.processing_seconds
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, config, key, args.state_file))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(args.host, args.port, config, key, args.state_file))
+    except OSError as error:  # e.g. the port is taken
+        raise SystemExit(
+            f"ltx2-simulator: cannot listen on {args.host}:{args.port}: {error.strerror or error}"
+        ) from None
 
 
 if __name__ == "__main__":

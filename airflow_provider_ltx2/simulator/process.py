@@ -3,7 +3,7 @@
 A DAG author can use it too, to test DAGs against a gateway that costs nothing::
 
     with SimulatorProcess(key="test-key") as sim:
-        os.environ["AIRFLOW_CONN_LTX2_DEFAULT"] = sim.connection_uri()
+        os.environ["AIRFLOW_CONN_LTX2_DEFAULT"] = sim.connection()
         ...
 """
 
