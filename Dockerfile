@@ -5,4 +5,4 @@ FROM apache/airflow:3.3.2
 USER airflow
 COPY --chown=airflow:0 . /opt/airflow-provider-ltx2
 # Pinning apache-airflow to the image's own version keeps pip from upgrading or downgrading it.
-RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /opt/airflow-provider-ltx2
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "/opt/airflow-provider-ltx2[render]"

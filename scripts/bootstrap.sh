@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$VENV/.ltx2-installed" ] || [ "$ROOT/pyproject.toml" -nt "$VENV/.ltx2-installed" ]; then
     "$VENV/bin/python" -m pip install -q -c "$ROOT/scripts/constraints.txt" \
-        "apache-airflow==$AIRFLOW_VERSION" -e "$ROOT[test]"
+        "apache-airflow==$AIRFLOW_VERSION" -e "$ROOT[test,render]"
     touch "$VENV/.ltx2-installed"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -236,6 +236,7 @@ def test_simulator_service_runs_the_console_script() -> None:
     args = build_parser().parse_args(command[1:])
     assert args.host == "0.0.0.0"  # reachable from the other containers
     assert args.key is None  # so it accepts its default key, the one the connection carries
+    assert args.render == "auto"  # the image installs the render extra: videos honour the request
     assert str(args.port) in service["healthcheck"]["test"][-1]
 
 

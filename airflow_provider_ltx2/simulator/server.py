@@ -3,8 +3,11 @@
 It speaks both polling protocols, serves a real MP4 from a "CDN" path, and can be told (through the
 ``/_sim/`` control endpoints) to be slow, to fail, or to misbehave the way a real gateway does: 429s with
 ``Retry-After``, HTML 502 pages, truncated JSON, dropped connections. Job state is derived from wall-clock
-time since submit, so nothing runs in the background and a restarted simulator (``--state-file``) resumes
-its jobs on schedule.
+time since submit, so a restarted simulator (``--state-file``) resumes its jobs on schedule.
+
+With ``render`` on (``--render``, and the ``render`` extra installed), a finished job's MP4 is rendered to
+honour its request (see :mod:`.render`): in one background thread, started when a poll first sees the job
+processing, written to a temporary directory, and the job reports done only once its file is there.
 """
 
 from __future__ import annotations
@@ -13,21 +16,27 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import struct
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from aiohttp import web
+
+from airflow_provider_ltx2.simulator import render as clips
 
 MODEL_ID = "ltx-2-video-api-581"
 SUBMIT_PATH = f"/{MODEL_ID}/v1/ltx-2-video-api-request"
@@ -40,6 +49,8 @@ PROTOCOLS = ("legacy", "universal")
 OUTCOMES = ("succeed", "fail", "error", "never_finish", "unknown_status")
 FAULT_TARGETS = ("submit", "poll", "download", "any")
 FAULT_BODIES = ("json", "html", "malformed", "empty")
+RENDER_MODES = ("auto", "sample", "always")
+RENDER_EXTRA_MISSING = "render 'always' needs PyAV and numpy: pip install 'airflow-provider-ltx2[render]'"
 
 FAIL_MESSAGE = "Content generation failed: simulated failure"
 ERROR_MESSAGE = "Internal system error (not charged)"
@@ -85,6 +96,7 @@ class SimConfig:
     outcome: str = "succeed"
     video_padding_bytes: int = 0
     response_delay_seconds: float = 0.0
+    render: str = "sample"
     faults: list[Fault] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -107,6 +119,14 @@ def _padding(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or 0 < value < 8:
         raise ValueError("video_padding_bytes must be 0 or an integer >= 8 (an MP4 box needs an 8-byte header)")
     return value
+
+
+def render_mode(value: Any) -> str:
+    """Validate a ``render`` mode; ``always`` is refused when the ``render`` extra is not installed."""
+    mode = _choice("render", value, RENDER_MODES)
+    if mode == "always" and not clips.available():
+        raise ValueError(RENDER_EXTRA_MISSING)
+    return mode
 
 
 def parse_fault(raw: Any) -> Fault:
@@ -147,6 +167,8 @@ def apply_config(config: SimConfig, raw: Any) -> SimConfig:
             changes[name] = _choice(name, value, OUTCOMES)
         elif name == "video_padding_bytes":
             changes[name] = _padding(value)
+        elif name == "render":
+            changes[name] = render_mode(value)
         elif name == "faults":
             if not isinstance(value, list):
                 raise ValueError("faults must be a list")
@@ -232,6 +254,7 @@ class Job:
     queue_seconds: float
     processing_seconds: float
     padding_bytes: int
+    render: bool = False  # serve a clip rendered for this job rather than the sample
 
     @property
     def started(self) -> float:
@@ -285,6 +308,10 @@ class Simulator:
         self.jobs: dict[str, Job] = {}
         self.sample = SAMPLE_MP4.read_bytes()
         self.zeros = bytes(CHUNK_BYTES)
+        self.renders: dict[str, asyncio.Future[Path | None]] = {}
+        self.render_dir: Path | None = None
+        self.render_pool: ThreadPoolExecutor | None = None
+        self.stopping = threading.Event()
         self.reset_counters()
         self.load_state()
 
@@ -295,6 +322,7 @@ class Simulator:
     def reset(self) -> None:
         self.config = replace(self.startup, faults=[])
         self.jobs.clear()
+        self.drop_renders()
         self.reset_counters()
         self.save_state()
 
@@ -336,6 +364,7 @@ class Simulator:
             queue_seconds=cfg.queue_seconds,
             processing_seconds=cfg.processing_seconds,
             padding_bytes=cfg.video_padding_bytes,
+            render=cfg.render == "always" or (cfg.render == "auto" and clips.available()),
         )
         self.jobs[job.request_id] = job
         self.save_state()
@@ -345,8 +374,72 @@ class Simulator:
         ahead = sum(1 for j in self.jobs.values() if j.created < job.created and j.phase(now) == "queued")
         return ahead + 1
 
+    def phase(self, job: Job, now: float) -> str:
+        """The job's phase as the API shows it: a rendered job stays processing until its clip is written.
+
+        Its rendering starts on the first look that finds it processing (or done), so it overlaps the
+        processing time and a job nobody polls costs nothing.
+        """
+        phase = job.phase(now)
+        if job.render and job.outcome == "succeed" and phase in ("processing", "succeed"):
+            rendering = self.start_render(job)
+            if phase == "succeed" and not rendering.done():
+                return "processing"
+        return phase
+
     def video_size(self, job: Job) -> int:
-        return len(self.sample) + job.padding_bytes
+        """What a download of the finished ``job`` serves: its clip (or the sample), then the padding."""
+        clip = self.clip(job)
+        return (clip.stat().st_size if clip else len(self.sample)) + job.padding_bytes
+
+    # rendered clips ---------------------------------------------------------------------------------
+
+    def start_render(self, job: Job) -> asyncio.Future[Path | None]:
+        """The (shared) rendering of ``job``'s clip, started on the one render thread if not yet."""
+        rendering = self.renders.get(job.request_id)
+        if rendering is None:
+            if self.render_pool is None:
+                self.render_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltx2-render")
+                self.render_dir = Path(tempfile.mkdtemp(prefix="ltx2-simulator-"))
+            assert self.render_dir is not None
+            spec = clips.RenderSpec.from_params(job.params)
+            path = self.render_dir / f"{job.request_id}.mp4"
+            loop = asyncio.get_running_loop()
+            rendering = loop.run_in_executor(self.render_pool, self.render_clip, spec, job.params["image_url"], path)
+            self.renders[job.request_id] = rendering
+        return rendering
+
+    def render_clip(self, spec: clips.RenderSpec, image_url: str, path: Path) -> Path | None:
+        """Runs on the render thread: the clip's path, or None (serve the sample) if it cannot be made."""
+        try:
+            clips.render(spec, image_url, path, self.stopping.is_set)
+        except clips.RenderCancelled:
+            return None
+        except Exception as error:  # a broken clip must not break the job: say so and serve the sample
+            print(f"ltx2-simulator: cannot render {path.stem}, serving the sample: {error!r}", file=sys.stderr)
+            return None
+        return path
+
+    def clip(self, job: Job) -> Path | None:
+        """The finished clip of ``job``, or None when it is served the sample."""
+        rendering = self.renders.get(job.request_id)
+        if rendering is None or not rendering.done() or rendering.cancelled():
+            return None
+        return rendering.result()
+
+    def drop_renders(self) -> None:
+        """Forget every clip and delete its file (a clip still rendering goes once it is written)."""
+        for rendering in self.renders.values():
+            rendering.add_done_callback(_delete_clip)
+        self.renders.clear()
+
+    async def close(self, _app: web.Application | None = None) -> None:
+        """Stop a render in progress (it checks between frames) and remove the clips' directory."""
+        self.stopping.set()
+        if self.render_pool is not None:
+            await asyncio.to_thread(self.render_pool.shutdown, wait=True, cancel_futures=True)
+        if self.render_dir is not None:
+            shutil.rmtree(self.render_dir, ignore_errors=True)
 
     # the gate every API call passes -----------------------------------------------------------------
 
@@ -378,6 +471,13 @@ class Simulator:
             message = MISSING_KEY_MESSAGE if not supplied else INVALID_KEY_MESSAGE
             return web.json_response({"statusCode": 401, "message": message}, status=401)
         return None
+
+
+def _delete_clip(rendering: asyncio.Future[Path | None]) -> None:
+    if not rendering.cancelled() and rendering.exception() is None:
+        clip = rendering.result()
+        if clip is not None:
+            clip.unlink(missing_ok=True)
 
 
 def fault_response(request: web.Request, fault: Fault) -> web.StreamResponse:
@@ -469,7 +569,7 @@ async def legacy_result(request: web.Request) -> web.StreamResponse:
     if job is None or job.protocol != "legacy":
         return _not_found()
     now = time.time()
-    phase = job.phase(now)
+    phase = sim.phase(job, now)
     reply: dict[str, Any]
     if phase == "queued":
         reply = {"status": "IN_QUEUE", "queue_position": sim.queue_position(job, now)}
@@ -499,7 +599,7 @@ async def universal_status(request: web.Request) -> web.StreamResponse:
     job = sim.jobs.get(request.match_info["request_id"])
     if job is None or job.protocol != "universal":
         return _not_found()
-    phase = job.phase(time.time())
+    phase = sim.phase(job, time.time())
     updated = {"queued": job.created, "processing": job.started, "unknown_status": job.started}
     output = None
     if phase == "succeed":
@@ -518,7 +618,10 @@ async def universal_status(request: web.Request) -> web.StreamResponse:
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    """The public "CDN": no key; streams the sample then any zero padding, never holding it in memory."""
+    """The public "CDN": no key; streams the clip (or sample), then any zero padding, never held in memory.
+
+    A rendered job's clip is awaited if it is still being made (e.g. fetched before any poll said done).
+    """
     filename = request.match_info["filename"]
     if filename == SAMPLE_JPG.name:
         return web.FileResponse(SAMPLE_JPG, headers={"Content-Type": "image/jpeg"})
@@ -529,21 +632,35 @@ async def download(request: web.Request) -> web.StreamResponse:
     job = sim.jobs.get(filename.removesuffix(".mp4")) if filename.endswith(".mp4") else None
     if job is None or job.phase(time.time()) != "succeed":
         return web.json_response({"error": "Not found"}, status=404)
-    response = web.StreamResponse()
-    response.content_type = "video/mp4"
-    response.content_length = sim.video_size(job)
-    await response.prepare(request)
-    if request.method != "HEAD":
-        # A client that hangs up mid-file is normal (timeouts, cancelled tasks): stop quietly.
-        with contextlib.suppress(ConnectionError):
-            await _write_video(response, sim.sample, job.padding_bytes, sim.zeros)
+    # shield: a client hanging up must not cancel the rendering that polls and other downloads share
+    clip = await asyncio.shield(sim.start_render(job)) if job.render else None
+    with contextlib.ExitStack() as stack:
+        file: BinaryIO | None = None
+        if clip is not None:
+            try:  # opened before its size is taken, so nothing can shorten the body once it is announced
+                file = stack.enter_context(clip.open("rb"))
+            except FileNotFoundError:  # a reset forgot the job while it was rendering
+                return web.json_response({"error": "Not found"}, status=404)
+        response = web.StreamResponse()
+        response.content_type = "video/mp4"
+        video_bytes = os.fstat(file.fileno()).st_size if file is not None else len(sim.sample)
+        response.content_length = video_bytes + job.padding_bytes
+        await response.prepare(request)
+        if request.method != "HEAD":
+            # A client that hangs up mid-file is normal (timeouts, cancelled tasks): stop quietly.
+            with contextlib.suppress(ConnectionError):
+                await _write_video(response, file or sim.sample, job.padding_bytes, sim.zeros)
     return response
 
 
-async def _write_video(response: web.StreamResponse, sample: bytes, padding: int, zeros: bytes) -> None:
-    """Write the sample, then a ``free`` box of ``padding`` bytes streamed from one reused zero buffer."""
-    for offset in range(0, len(sample), CHUNK_BYTES):
-        await response.write(sample[offset : offset + CHUNK_BYTES])
+async def _write_video(response: web.StreamResponse, video: bytes | BinaryIO, padding: int, zeros: bytes) -> None:
+    """Write the video, then a ``free`` box of ``padding`` bytes streamed from one reused zero buffer."""
+    if isinstance(video, bytes):
+        for offset in range(0, len(video), CHUNK_BYTES):
+            await response.write(video[offset : offset + CHUNK_BYTES])
+    else:
+        while chunk := await asyncio.to_thread(video.read, CHUNK_BYTES):
+            await response.write(chunk)
     if padding:
         header = free_box_header(padding)
         await response.write(header)
@@ -588,6 +705,7 @@ def create_app(
     """Build the aiohttp app; usable in-process (e.g. with aiohttp's test server) as well as by ``serve``."""
     app = web.Application()
     app[SIM] = Simulator(config or SimConfig(), key, state_file)
+    app.on_cleanup.append(app[SIM].close)
     app.router.add_post(SUBMIT_PATH, submit)
     app.router.add_post(RESULT_PATH, legacy_result)
     app.router.add_get(STATUS_PATH, universal_status)
