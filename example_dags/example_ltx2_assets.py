@@ -20,7 +20,7 @@ from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 OUTPUT_DIR = os.environ.get("LTX2_EXAMPLE_OUTPUT_DIR", "/tmp/ltx2-videos")
 IMAGE_URL = os.environ.get("LTX2_EXAMPLE_IMAGE_URL", "http://127.0.0.1:8089/files/sample.jpg")
 DEFERRABLE = os.environ.get("LTX2_EXAMPLE_DEFERRABLE", "true").lower() != "false"
-NEW_VIDEOS = Asset(name="ltx2_new_videos", uri=f"file://{OUTPUT_DIR}/assets/")
+NEW_VIDEOS = Asset("ltx2_new_videos")
 
 with DAG(
     dag_id="example_ltx2_asset_producer",
