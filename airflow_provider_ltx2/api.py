@@ -86,12 +86,17 @@ def _invalid(field: str, value: Any, accepted: str) -> Ltx2ValidationError:
 
 def _check_image_url(value: Any) -> str:
     accepted = "a public http(s) URL of a JPEG or PNG image"
-    if not isinstance(value, str):
+    url = value.strip() if isinstance(value, str) else ""
+    if not url or any(char.isspace() or not char.isprintable() for char in url):
         raise _invalid("image_url", value, accepted)
-    parts = urlsplit(value.strip())
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise _invalid("image_url", value, accepted) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _invalid("image_url", value, accepted)
-    return value.strip()
+    return url
 
 
 def _check_prompt(value: Any) -> str:
@@ -247,7 +252,10 @@ def parse_submission(reply: Reply, base_url: str) -> Job:
     body = reply.json()
     request_id = body.get("request_id") if isinstance(body, dict) else None
     if not isinstance(request_id, str) or not request_id:
-        raise Ltx2Error(f"LTX-2 gateway accepted the submit but sent no request_id: {reply.text[:300]!r}")
+        raise Ltx2SubmitUnconfirmed(
+            f"LTX-2 gateway answered HTTP {reply.status} to the submit but sent no readable request_id: "
+            f"{reply.text[:300]!r}. {UNCONFIRMED}"
+        )
     polling_url = body.get("polling_url")
     if isinstance(polling_url, str) and polling_url:
         if not on_gateway(polling_url, base_url):
@@ -425,14 +433,17 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff with full jitter, honouring ``Retry-After`` up to ``max_delay``.
+    """Exponential backoff with jitter, honouring ``Retry-After`` up to ``max_delay``.
 
-    ``paid`` calls (the submit) are retried only when the gateway surely created no job: a 429, a
-    502/503/504 from the gateway, or a connection that never opened. A read timeout or a 500 after
-    the body was sent may already have started a paid generation, so it is reported, not repeated.
+    ``paid`` calls (the submit) are retried at most ``max_attempts`` times, and only when the gateway
+    surely created no job: a 429, a 502/503/504 from the gateway, or a connection that never opened.
+    A read timeout or a 500 after the body was sent may already have started a paid generation, so
+    it is reported, not repeated. Status polls cost nothing: they ride out a gateway outage of up to
+    ``poll_outage_seconds`` (never past the wait's deadline), so a restart does not fail a long wait.
     """
 
     max_attempts: int = 5
+    poll_outage_seconds: float = 300.0
     base_delay: float = 1.0
     max_delay: float = 60.0
 
@@ -446,8 +457,9 @@ class RetryPolicy:
         return is_transient(outcome) or (outcome.status in (200, 201) and outcome.json() is None)
 
     def delay(self, attempt: int, outcome: Reply | TransportFailure) -> float:
-        """Seconds to wait before attempt ``attempt + 1``."""
-        backoff = random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+        """Seconds to wait before attempt ``attempt + 1``: half the backoff, plus up to half again at random."""
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        backoff = random.uniform(ceiling / 2, ceiling)
         if isinstance(outcome, Reply):
             asked = retry_after_seconds(outcome.retry_after)
             if asked is not None:
@@ -468,19 +480,26 @@ class Attempts:
         self.action = action
         self.deadline = deadline
         self.attempt = 0
+        self.started = time.time()
 
     def next_delay(self, outcome: Reply | TransportFailure) -> float | None:
         self.attempt += 1
-        if self.attempt >= self.policy.max_attempts or not self.policy.should_retry(outcome, self.paid):
+        if not self.policy.should_retry(outcome, self.paid):
+            return None
+        if self.paid and self.attempt >= self.policy.max_attempts:
             return None
         delay = self.policy.delay(self.attempt, outcome)
-        if self.deadline is not None and time.time() + delay >= self.deadline:
+        retry_at = time.time() + delay
+        if not self.paid and retry_at - self.started > self.policy.poll_outage_seconds:
+            return None
+        if self.deadline is not None and retry_at >= self.deadline:
             return None
         return delay
 
     def describe(self, outcome: Reply | TransportFailure) -> str:
         what = f"HTTP {outcome.status}" if isinstance(outcome, Reply) else outcome.description
-        return f"{self.action}: {what} (attempt {self.attempt} of {self.policy.max_attempts})"
+        budget = f"of {self.policy.max_attempts}" if self.paid else f"for {time.time() - self.started:.0f}s"
+        return f"{self.action}: {what} (attempt {self.attempt} {budget})"
 
     def result(self, outcome: Reply | TransportFailure) -> Reply:
         if isinstance(outcome, Reply):

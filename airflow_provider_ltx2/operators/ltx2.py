@@ -224,6 +224,11 @@ class Ltx2GenerateVideoOperator(BaseOperator):
         The state store exists on Airflow 3.3+; on older versions every try submits anew.
         """
         store = context.get("task_state_store")
+        if store is None:
+            self.log.warning(
+                "Reattaching to the request of an earlier try is unavailable (no task_state_store before "
+                "Airflow 3.3): a retry of this task submits, and pays for, a new generation."
+            )
         saved = store.get(STATE_KEY) if store is not None else None
         if isinstance(saved, dict) and saved.get("request") == request:
             job = Job.from_dict(saved)

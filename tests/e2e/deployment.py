@@ -1,0 +1,562 @@
+"""A real Airflow deployment for the end-to-end tests, run as separate processes on this machine.
+
+PostgreSQL (started by ``scripts/e2e.sh``) holds the metadata DB; this module migrates it and runs the
+``api-server``, the ``scheduler`` (LocalExecutor), the ``dag-processor`` and one or more ``triggerer``
+processes, plus the LTX-2 simulator standing in for the gateway. Every process is started in its own
+process group and stopped by its pid. Tests drive the deployment the way a user does: the REST API (and
+the CLI), and look at the metadata DB, the logs and the simulator's counters to check what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from cryptography.fernet import Fernet
+
+from airflow_provider_ltx2.simulator.process import SimulatorProcess
+
+REPO = Path(__file__).resolve().parents[2]
+E2E_DAGS = Path(__file__).resolve().parent / "dags"
+# The subscription key: distinctive, so any copy of it in a log, a table or a dump is found by a plain search.
+E2E_KEY = "ltx2-e2e-key-Qm7Zt4Wx9Kp2Lr8Vd3"
+PARALLELISM = 2  # worker slots of the LocalExecutor: fewer than the generations the tests run at once
+POLL_INTERVAL = 1.0  # seconds between status polls, for every DAG in the deployment
+TRIGGERER_HEARTBEAT = 1  # [triggerer] job_heartbeat_sec
+TRIGGERER_HEALTH_THRESHOLD = 8  # [triggerer] triggerer_health_check_threshold: takeover after this
+FINISHED = ("success", "failed")
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float, interval: float = 0.5) -> T:
+    """Call ``check`` until it returns something truthy; raise ``TimeoutError`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"Timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def process_title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """Fields of ``/proc/<pid>/stat`` after the command name: state, ppid, pgid, ..."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _live_pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def parent(pid: int) -> int | None:
+    stat = _stat_fields(pid)
+    return int(stat[1]) if stat else None
+
+
+def descendants(root: int) -> list[int]:
+    """The live processes below ``root`` in the process tree (children, grandchildren, ...)."""
+    children: dict[int, list[int]] = {}
+    for pid in _live_pids():
+        stat = _stat_fields(pid)
+        if stat and stat[0] != "Z":
+            children.setdefault(int(stat[1]), []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def processes_titled(fragment: str, under: int) -> list[int]:
+    """Pids below ``under`` whose command line (or ``setproctitle`` title) contains ``fragment``."""
+    return [pid for pid in descendants(under) if fragment in process_title(pid)]
+
+
+def process_group_members(pgid: int) -> list[int]:
+    members = []
+    for pid in _live_pids():
+        stat = _stat_fields(pid)
+        if stat and stat[0] != "Z" and int(stat[2]) == pgid:
+            members.append(pid)
+    return members
+
+
+def plain(value: Any) -> Any:
+    """Airflow's serialised form (``__var``/``__type`` or serde's ``__data__``) back to plain JSON values."""
+    if isinstance(value, dict):
+        if "__var" in value and "__type" in value:
+            return plain(value["__var"])
+        if "__data__" in value and "__classname__" in value:
+            return plain(value["__data__"])
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
+
+
+@dataclass
+class Component:
+    """One started Airflow component (``airflow api-server``, ``scheduler``...): its process and its log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+    job_id: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass(repr=False)
+class Deployment:
+    """Everything about the running deployment the tests need; see the module docstring."""
+
+    database_url: str
+    pg_bin: Path
+    root: Path
+    components: dict[str, Component] = field(default_factory=dict)
+    trigger_snapshots: list[dict[str, Any]] = field(default_factory=list)
+    killed: list[Component] = field(default_factory=list)
+    _secrets: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"Deployment({self.root}, components={sorted(self.components)})"
+
+    def __post_init__(self) -> None:
+        self.home = self.root / "airflow-home"
+        self.dags = self.root / "dags"
+        self.component_logs = self.root / "components"
+        self.output_dir = self.root / "videos"
+        self.sim_state = self.root / "simulator-state.json"
+        for folder in (self.home, self.dags, self.component_logs, self.output_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.api_port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.sim_port = free_port()
+        self.fernet_key = Fernet.generate_key().decode()
+        self.sim: SimulatorProcess | None = None
+        self._token: str | None = None
+        self.http = requests.Session()
+
+    # ------------------------------------------------------------------------------------- set-up
+
+    def install_dags(self) -> None:
+        """The example DAGs as shipped (with their data folder) plus the e2e-only DAGs, in one dags folder."""
+        for source in (REPO / "example_dags", E2E_DAGS):
+            for item in source.iterdir():
+                if item.name == "__pycache__":
+                    continue
+                if item.is_dir():
+                    shutil.copytree(item, self.dags / item.name, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(item, self.dags / item.name)
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "LTX2_", "PYTEST"))}
+        env.update(
+            AIRFLOW_HOME=str(self.home),
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=self.database_url,
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__CORE__PARALLELISM=str(PARALLELISM),
+            AIRFLOW__CORE__DAGS_FOLDER=str(self.dags),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
+            AIRFLOW__CORE__FERNET_KEY=self.fernet_key,
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{self.api_url}/execution/",
+            AIRFLOW__API__BASE_URL=self.api_url,
+            AIRFLOW__API__HOST="127.0.0.1",
+            AIRFLOW__API__PORT=str(self.api_port),
+            AIRFLOW__API__WORKERS="1",
+            AIRFLOW__API__SECRET_KEY=self._stable_secret("api"),
+            AIRFLOW__API_AUTH__JWT_SECRET=self._stable_secret("jwt"),
+            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(self._stable_port("worker_logs")),
+            AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(self._stable_port("trigger_logs")),
+            AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5",
+            AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES="1",
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="10",
+            AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC=str(TRIGGERER_HEARTBEAT),
+            AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD=str(TRIGGERER_HEALTH_THRESHOLD),
+            AIRFLOW_CONN_LTX2_DEFAULT=json.dumps({"conn_type": "ltx2", "host": self.sim_url, "password": E2E_KEY}),
+            LTX2_EXAMPLE_OUTPUT_DIR=str(self.output_dir),
+            LTX2_EXAMPLE_POLL_INTERVAL=str(POLL_INTERVAL),
+            LTX2_EXAMPLE_IMAGE_URL=f"{self.sim_url}/files/sample.jpg",
+            LTX2_EXAMPLE_IMAGE_BASE_URL=f"{self.sim_url}/files/",
+            LTX2_EXAMPLE_DEFERRABLE="true",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
+    def _stable_secret(self, name: str) -> str:
+        return self._secrets.setdefault(name, secrets.token_hex(32))
+
+    def _stable_port(self, name: str) -> int:
+        return self._secrets.setdefault(f"port:{name}", free_port())
+
+    def airflow(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run one ``airflow`` CLI command against the deployment."""
+        done = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env(),
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        with (self.component_logs / "cli.log").open("a") as log:
+            shown = " ".join(args).replace(E2E_KEY, "***")  # the command line may carry the key (connections add)
+            log.write(f"$ airflow {shown}\n{done.stdout}{done.stderr}\n")
+        if check and done.returncode != 0:
+            raise RuntimeError(f"airflow {args[:2]} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+        return done
+
+    def start_simulator(self) -> SimulatorProcess:
+        """The simulator on its fixed port, keeping jobs in a state file (so a restart keeps them)."""
+        self.sim = SimulatorProcess(
+            "--state-file",
+            str(self.sim_state),
+            "--queue-seconds",
+            "1",
+            "--processing-seconds",
+            "20",
+            key=E2E_KEY,
+            port=self.sim_port,
+        ).start()
+        assert self.sim.process is not None
+        self._record_pid(self.sim.process.pid)
+        return self.sim
+
+    def _record_pid(self, pid: int) -> None:
+        """Every process started is listed, so scripts/e2e.sh can stop it even if pytest itself dies."""
+        with (self.root / "pids").open("a") as pids:
+            pids.write(f"{pid}\n")
+
+    def restart_simulator(self) -> float:
+        """Stop the simulator and start it again on the same port; return how long it was gone."""
+        assert self.sim is not None
+        started = time.monotonic()
+        self.sim.stop()
+        self.start_simulator()
+        return time.monotonic() - started
+
+    def start(self, name: str, *args: str) -> Component:
+        """Start ``airflow <args>`` as component ``name``, in its own process group, logging to a file."""
+        log_path = self.component_logs / f"{name}.log"
+        log_file = log_path.open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env(),
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        component = Component(name, process, log_path, log_file)
+        self.components[name] = component
+        self._record_pid(process.pid)
+        return component
+
+    def start_triggerer(self, name: str) -> Component:
+        """Start a triggerer and learn its job id (the ``triggerer_id`` of the triggers it takes)."""
+        known = {row[0] for row in self.sql("SELECT id FROM job WHERE job_type = 'TriggererJob'")}
+        component = self.start(name, "triggerer", "--skip-serve-logs")
+
+        def new_job() -> int | None:
+            self.check_alive(name)
+            rows = self.sql("SELECT id FROM job WHERE job_type = 'TriggererJob' AND end_date IS NULL ORDER BY id")
+            fresh = [row[0] for row in rows if row[0] not in known]
+            return fresh[0] if fresh else None
+
+        component.job_id = wait_for(f"the {name} job to register", new_job, timeout=120)
+        return component
+
+    def task_processes(self, ti_id: str) -> list[int]:
+        """The task process of task instance ``ti_id`` (titled ``airflow worker -- <ti id>``), if running."""
+        return processes_titled(f"airflow worker -- {ti_id}", under=self.components["scheduler"].pid)
+
+    def check_alive(self, name: str) -> None:
+        component = self.components[name]
+        if not component.alive():
+            raise RuntimeError(f"{name} exited with {component.process.returncode}:\n{self.tail(component.log_path)}")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL, linger: float = 15) -> list[int]:
+        """Send ``sig`` to the component's main process only, as a crash or an OOM kill would.
+
+        Its child processes (a triggerer's trigger runner) are left to notice on their own; returns the
+        pids of its tree still alive ``linger`` seconds later (none, when Airflow cleans up after itself).
+        """
+        component = self.components.pop(name)
+        self.killed.append(component)
+        tree = descendants(component.pid)
+        os.kill(component.pid, sig)
+        component.process.wait(30)
+        deadline = time.monotonic() + linger
+        while (left := [pid for pid in tree if _stat_fields(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return left
+
+    def stop(self, name: str) -> None:
+        """Stop a component and everything it started (its process group), by the group leader's pid."""
+        self._stop(self.components.pop(name))
+
+    @staticmethod
+    def _stop(component: Component) -> None:
+        """SIGTERM to the component's process group, then SIGKILL to whatever of its tree is left.
+
+        Task processes run in process groups of their own, so the tree is listed before the group is
+        signalled, and every pid in it is checked again at the end.
+        """
+        pgid = component.pid  # the component leads its own process group
+        tree = set(descendants(component.pid)) | set(process_group_members(pgid))
+        if component.alive() or tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+        try:
+            component.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            component.process.wait(10)
+        deadline = time.monotonic() + 15
+        while (left := [pid for pid in tree if _stat_fields(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        component.log_file.close()
+
+    def stop_all(self) -> None:
+        for component in [*reversed(self.components.values()), *self.killed]:
+            self._stop(component)
+        self.components.clear()
+        self.killed.clear()
+        if self.sim is not None:
+            self.sim.stop()
+            self.sim = None
+
+    def up(self) -> None:
+        """Migrate the DB, then start the simulator and every component; return once the DAGs are parsed."""
+        self.install_dags()
+        self.airflow("db", "migrate", timeout=600)
+        self.start_simulator()
+        self.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1")
+        wait_for("the api-server", self._api_healthy, timeout=180)
+        self.start("scheduler", "scheduler", "--skip-serve-logs")
+        self.start("dag-processor", "dag-processor")
+        self.start_triggerer("triggerer")
+        for dag_id in self.dag_ids():
+            wait_for(f"DAG {dag_id} to be parsed", lambda dag_id=dag_id: self._dag_ready(dag_id), timeout=240)
+
+    def dag_ids(self) -> list[str]:
+        return [
+            "example_ltx2_single_video",
+            "example_ltx2_batch_from_csv",
+            "example_ltx2_taskflow",
+            "example_ltx2_asset_producer",
+            "example_ltx2_asset_consumer",
+            "e2e_ltx2_worker_wait",
+            "e2e_ltx2_pair",
+            "e2e_ltx2_cli_connection",
+        ]
+
+    def _api_healthy(self) -> bool:
+        self.check_alive("api-server")
+        try:
+            return self.http.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def _dag_ready(self, dag_id: str) -> bool:
+        for name in ("scheduler", "dag-processor"):
+            self.check_alive(name)
+        reply = self.api("GET", f"/dags/{dag_id}", check=False)
+        return reply.status_code == 200 and not reply.json()["is_paused"]
+
+    # ------------------------------------------------------------------------------------- REST API
+
+    def token(self) -> str:
+        """A JWT from the simple auth manager (all users are admins in this deployment)."""
+        if self._token is None:
+            reply = self.http.get(f"{self.api_url}/auth/token", timeout=30)
+            reply.raise_for_status()
+            self._token = str(reply.json()["access_token"])
+        return self._token
+
+    def api(self, method: str, path: str, *, check: bool = True, **kwargs: Any) -> requests.Response:
+        reply = self.http.request(
+            method,
+            f"{self.api_url}/api/v2{path}",
+            headers={"Authorization": f"Bearer {self.token()}"},
+            timeout=30,
+            **kwargs,
+        )
+        if check and reply.status_code >= 300:
+            raise RuntimeError(f"{method} {path} answered {reply.status_code}: {reply.text[:2000]}")
+        return reply
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """Trigger a DAG run through the REST API; return its run id."""
+        reply = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        return str(reply.json()["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()["state"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        reply = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
+        return list(reply.json()["task_instances"])
+
+    def wait_for_runs(self, runs: list[tuple[str, str]], timeout: float = 240) -> dict[tuple[str, str], str]:
+        """Wait until every (dag_id, run_id) has finished; on a hung run, fail with the deployment's logs."""
+        deadline = time.monotonic() + timeout
+        states: dict[tuple[str, str], str] = {}
+        while True:
+            states = {run: self.run_state(*run) for run in runs}
+            if all(state in FINISHED for state in states.values()):
+                return states
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"Runs not finished after {timeout:.0f}s: {states}\n{self.diagnostics(runs)}")
+            for name in list(self.components):
+                if not self.components[name].alive():
+                    raise AssertionError(f"{name} died while runs were going: {states}\n{self.diagnostics(runs)}")
+            time.sleep(1)
+
+    # ------------------------------------------------------------------------------------- metadata DB
+
+    def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        import psycopg2  # installed by scripts/e2e.sh (Airflow's postgres extra), not by the test extra
+
+        parts = urlsplit(self.database_url)
+        db = psycopg2.connect(
+            host=parts.hostname,
+            port=parts.port,
+            user=parts.username,
+            password=parts.password,
+            dbname=parts.path.lstrip("/"),
+        )
+        try:
+            with db, db.cursor() as cursor:
+                cursor.execute(query, params or None)
+                return cursor.fetchall() if cursor.description else []
+        finally:
+            db.close()
+
+    def triggers(self) -> list[dict[str, Any]]:
+        """The rows of the ``trigger`` table with their kwargs decrypted (Airflow stores them encrypted)."""
+        fernet = Fernet(self.fernet_key.encode())
+        rows = self.sql("SELECT id, classpath, kwargs, triggerer_id FROM trigger ORDER BY id")
+        triggers = []
+        for trigger_id, classpath, raw, triggerer_id in rows:
+            text = raw if raw.startswith("{") else fernet.decrypt(raw.encode()).decode()
+            kwargs = plain(json.loads(text))
+            triggers.append({"id": trigger_id, "classpath": classpath, "kwargs": kwargs, "triggerer_id": triggerer_id})
+        self.trigger_snapshots.extend(triggers)
+        return triggers
+
+    def pg_dump(self) -> str:
+        """The whole metadata DB as SQL text, without the rows of the ``connection`` table."""
+        parts = urlsplit(self.database_url)
+        done = subprocess.run(
+            [
+                str(self.pg_bin / "pg_dump"),
+                "--host",
+                str(parts.hostname),
+                "--port",
+                str(parts.port),
+                "--username",
+                str(parts.username),
+                "--exclude-table-data=connection",
+                parts.path.lstrip("/"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+            env={**os.environ, "PGPASSWORD": parts.password or ""},
+        )
+        return done.stdout
+
+    # ------------------------------------------------------------------------------------- logs
+
+    def task_logs(self) -> Iterator[Path]:
+        yield from (path for path in (self.home / "logs").rglob("*") if path.is_file())
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, attempt: int) -> str:
+        folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return "\n".join(path.read_text(errors="replace") for path in sorted(folder.glob(f"attempt={attempt}*")))
+
+    @staticmethod
+    def tail(path: Path, lines: int = 60) -> str:
+        try:
+            text = path.read_text(errors="replace").splitlines()
+        except OSError as error:
+            return f"({error})"
+        return "\n".join(text[-lines:])
+
+    def diagnostics(self, runs: list[tuple[str, str]] | None = None) -> str:
+        """What to read when a run hangs: task states, triggers, and the end of every log."""
+        parts = []
+        for dag_id, run_id in runs or []:
+            try:
+                states = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in self.task_instances(dag_id, run_id)]
+            except Exception as error:  # the API may be what is broken
+                states = [("?", -1, repr(error))]
+            parts.append(f"== {dag_id} {run_id}: {states}")
+        try:
+            parts.append(f"== triggers: {self.triggers()}")
+        except Exception as error:
+            parts.append(f"== triggers: {error!r}")
+        if self.sim is not None:
+            try:
+                stats = self.sim.stats()
+                parts.append(f"== simulator: { {k: v for k, v in stats.items() if k != 'requests'} }")
+            except Exception as error:
+                parts.append(f"== simulator: {error!r}")
+        for path in sorted(self.component_logs.glob("*.log")):
+            parts.append(f"== {path.name} (last lines)\n{self.tail(path)}")
+        for path in sorted(self.task_logs(), key=lambda p: p.stat().st_mtime)[-4:]:
+            parts.append(f"== {path.relative_to(self.home)} (last lines)\n{self.tail(path, 30)}")
+        return "\n".join(parts)
