@@ -221,3 +221,14 @@ def test_async_status_matches_the_sync_one(simulator: SimulatorProcess, protocol
             return await ltx2.aget_status(session, await ltx2.agateway(), job)
 
     assert asyncio.run(poll()) == ltx2.get_status(job)
+
+
+def test_sessions_of_one_event_loop_share_one_connection_pool_closed_with_its_last_user() -> None:
+    async def open_two() -> None:
+        async with Ltx2Hook.async_session() as first, Ltx2Hook.async_session() as second:
+            assert first is not second and first.connector is second.connector
+            pool = first.connector
+            assert pool is not None and not pool.closed
+        assert pool.closed
+
+    asyncio.run(open_two())

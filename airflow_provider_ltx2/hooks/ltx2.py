@@ -11,6 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +48,20 @@ if TYPE_CHECKING:
     import requests
 
 CONNECT_TIMEOUT = 10.0
+MAX_CONNECTIONS_PER_LOOP = 100
 READ_TIMEOUT = 60.0
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass
+class _SharedPool:
+    """The connection pool the triggers of one event loop share, and how many of them use it."""
+
+    connector: aiohttp.TCPConnector
+    users: int = 0
+
+
+_SHARED_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedPool] = weakref.WeakKeyDictionary()
 
 
 class Ltx2Hook(BaseHook):
@@ -203,12 +219,33 @@ class Ltx2Hook(BaseHook):
     # ---------------------------------------------------------------------------------- async side
 
     @staticmethod
-    def async_session() -> aiohttp.ClientSession:
-        """One session per trigger, reused for every poll of its life (connection pooling, no leaks)."""
+    @asynccontextmanager
+    async def async_session() -> AsyncIterator[aiohttp.ClientSession]:
+        """One session per trigger, for every poll of its life, over a connection pool shared by the loop.
+
+        A triggerer runs thousands of triggers in one event loop: sharing one pool of kept-alive
+        connections spares each of them a connection set-up and its own pool, and caps how many
+        connections the loop opens to the gateway at once. The pool closes with its last user.
+        """
         import aiohttp
 
+        loop = asyncio.get_running_loop()
+        pool = _SHARED_POOLS.get(loop)
+        if pool is None or pool.connector.closed:
+            pool = _SHARED_POOLS[loop] = _SharedPool(aiohttp.TCPConnector(limit=MAX_CONNECTIONS_PER_LOOP))
+        pool.users += 1
         timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=READ_TIMEOUT)
-        return aiohttp.ClientSession(timeout=timeout)
+        try:
+            async with aiohttp.ClientSession(
+                connector=pool.connector, connector_owner=False, timeout=timeout
+            ) as session:
+                yield session
+        finally:
+            pool.users -= 1
+            if pool.users == 0:
+                if _SHARED_POOLS.get(loop) is pool:
+                    del _SHARED_POOLS[loop]
+                await pool.connector.close()
 
     async def _asend(self, session: aiohttp.ClientSession, gateway: Gateway, call: Call) -> Reply | TransportFailure:
         import aiohttp

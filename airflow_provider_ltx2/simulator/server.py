@@ -728,7 +728,7 @@ async def serve(
     runner = web.AppRunner(create_app(config, key, state_file), access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, backlog=4096)  # thousands of pollers may connect at once
         await site.start()
         real_port = runner.addresses[0][1]
         shown = f"[{host}]" if ":" in host else host

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -66,6 +67,9 @@ class Ltx2VideoTrigger(BaseTrigger):
         try:
             gateway = await hook.agateway()
             async with hook.async_session() as session:
+                # Triggers created together (a mapped task, a triggerer restart) spread their first polls
+                # over one interval instead of all hitting the gateway at once.
+                await asyncio.sleep(random.uniform(0, wait.next_delay()))
                 while not wait.expired():
                     status = await hook.aget_status(session, gateway, job, deadline=self.deadline)
                     if wait.observe(status, self.log):
