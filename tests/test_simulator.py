@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import struct
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -18,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 
+from airflow_provider_ltx2.simulator.process import SimulatorProcess
 from airflow_provider_ltx2.simulator.server import free_box_header
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,43 +29,19 @@ VALID = {"image_url": "https://example.com/cat.jpg", "prompt": "the cat turns it
 # --- harness ------------------------------------------------------------------------------------------
 
 
-class Sim:
-    """A simulator subprocess; ``base`` is the URL from its listening line."""
+class Sim(SimulatorProcess):
+    """A started simulator subprocess; ``base`` is the URL from its listening line."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        cmd = [sys.executable, "-m", "airflow_provider_ltx2.simulator", "--port", "0", *args]
-        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - read after the server stops
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 15)
-        line = self.proc.stdout.readline().strip() if ready else ""
-        if not line.startswith("ltx2-simulator listening on http://127.0.0.1:"):
-            self.stop()
-            raise RuntimeError(f"simulator did not start: {line!r}")
-        self.base = line.rsplit(" ", 1)[1]
+        super().__init__(*args, key=None, env=env)
+        self.start()
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def errors(self) -> str:
-        """What the server wrote to stderr so far (it should stay silent)."""
-        self.stderr.seek(0)
-        return self.stderr.read()
+    @property
+    def base(self) -> str:
+        return self.base_url
 
     def config(self, **values: Any) -> dict[str, Any]:
-        reply = requests.post(f"{self.base}/_sim/config", json=values, timeout=5)
-        assert reply.status_code == 200, reply.text
-        return dict(reply.json())
-
-    def stats(self) -> dict[str, Any]:
-        return dict(requests.get(f"{self.base}/_sim/stats", timeout=5).json())
+        return self.configure(**values)
 
     def submit(self, body: Any = None, key: str | None = KEY, **kwargs: Any) -> requests.Response:
         headers = {"Ocp-Apim-Subscription-Key": key} if key is not None else {}

@@ -23,25 +23,28 @@ DEFAULT_KEY = "sim-key"
 class SimulatorProcess:
     """A started simulator; ``base_url`` is where it listens. Stopped by pid on ``stop()`` / context exit."""
 
-    def __init__(self, *args: str, key: str = DEFAULT_KEY, port: int = 0, start_timeout: float = 20.0) -> None:
-        self.key = key
-        self._command = [
-            sys.executable,
-            "-m",
-            "airflow_provider_ltx2.simulator",
-            "--port",
-            str(port),
-            "--key",
-            key,
-            *args,
-        ]
+    def __init__(
+        self,
+        *args: str,
+        key: str | None = DEFAULT_KEY,
+        port: int = 0,
+        env: dict[str, str] | None = None,
+        start_timeout: float = 20.0,
+    ) -> None:
+        """``args`` go to the simulator's command line; ``key=None`` leaves the key to ``args`` or the env."""
+        self.key = key or DEFAULT_KEY
+        key_args = ["--key", key] if key else []
+        self._command = [sys.executable, "-m", "airflow_provider_ltx2.simulator", "--port", str(port), *key_args, *args]
+        self._env = env
         self._start_timeout = start_timeout
         self._stderr: IO[str] = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - read after it stops
         self.process: subprocess.Popen[str] | None = None
         self.base_url = ""
 
     def start(self) -> SimulatorProcess:
-        self.process = subprocess.Popen(self._command, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        self.process = subprocess.Popen(
+            self._command, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=self._env
+        )
         assert self.process.stdout is not None
         ready, _, _ = select.select([self.process.stdout], [], [], self._start_timeout)
         line = self.process.stdout.readline().strip() if ready else ""
