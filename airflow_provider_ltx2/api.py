@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import Enum
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -163,6 +164,11 @@ class Reply:
 
     def json(self) -> Any:
         """The decoded body, or None when it is not JSON (an HTML error page, a truncated body)."""
+        return self._decoded
+
+    @cached_property
+    def _decoded(self) -> Any:
+        # Decoded once: the retry decision, the status reading and the error message all look at it.
         try:
             return json.loads(self.text)
         except ValueError:

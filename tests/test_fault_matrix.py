@@ -35,7 +35,6 @@ from airflow_provider_ltx2.exceptions import (
     Ltx2Timeout,
     Ltx2TransientError,
 )
-from airflow_provider_ltx2.hooks import ltx2 as hooks_module
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
@@ -43,7 +42,8 @@ from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
 from tests.conftest import KEY
 
 # Small numbers so the whole matrix runs in well under a minute; the shape of every decision is the same.
-RETRIES = RetryPolicy(max_attempts=4, base_delay=0.05, max_delay=2.0)
+# A short poll outage budget: 10 faults in a row always outlast it (the 9 waits alone take >= 4.5 s), 3 never do.
+RETRIES = RetryPolicy(max_attempts=4, poll_outage_seconds=1.5, base_delay=0.05, max_delay=2.0)
 CLIENT_TIMEOUT = 0.3  # seconds the client waits for an answer (60 in production)
 TIMEOUT = 8.0  # the task's own deadline, in seconds
 BOUND = 4.0  # how far past the deadline a task may still be busy
@@ -342,7 +342,6 @@ def fast_client(monkeypatch: pytest.MonkeyPatch) -> None:
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(Ltx2Hook, "__init__", quick)
-    monkeypatch.setattr(hooks_module, "READ_TIMEOUT", CLIENT_TIMEOUT)  # the async session's timeout
     monkeypatch.setattr(waiting, "MAX_UNKNOWN_POLLS", 3)
 
 

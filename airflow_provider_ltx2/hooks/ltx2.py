@@ -234,11 +234,8 @@ class Ltx2Hook(BaseHook):
         if pool is None or pool.connector.closed:
             pool = _SHARED_POOLS[loop] = _SharedPool(aiohttp.TCPConnector(limit=MAX_CONNECTIONS_PER_LOOP))
         pool.users += 1
-        timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=READ_TIMEOUT)
         try:
-            async with aiohttp.ClientSession(
-                connector=pool.connector, connector_owner=False, timeout=timeout
-            ) as session:
+            async with aiohttp.ClientSession(connector=pool.connector, connector_owner=False) as session:
                 yield session
         finally:
             pool.users -= 1
@@ -250,9 +247,10 @@ class Ltx2Hook(BaseHook):
     async def _asend(self, session: aiohttp.ClientSession, gateway: Gateway, call: Call) -> Reply | TransportFailure:
         import aiohttp
 
+        timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=self.read_timeout)
         try:
             async with session.request(
-                call.method, call.url, json=call.json_body, headers=auth_headers(gateway.key)
+                call.method, call.url, json=call.json_body, headers=auth_headers(gateway.key), timeout=timeout
             ) as response:
                 text = await response.text(errors="replace")
                 return Reply(response.status, gateway.redact(text), response.headers.get("Retry-After"))
