@@ -108,6 +108,13 @@ class Delivered:
     submitted_at: str | None
 
 
+def finished_video(job: Job, status: JobStatus, submitted_at: str | None) -> Delivered:
+    """The video of a job a poll found finished, or the generation's failure, raised."""
+    if status.state is not JobState.SUCCEEDED or not status.video_url:
+        raise failure_error(job, status)
+    return Delivered(job, status.video_url, utc_now_iso(), submitted_at)
+
+
 def succeeded_event(job: Job, status: JobStatus, submitted_at: str | None) -> dict[str, Any]:
     return {
         "status": EVENT_SUCCEEDED,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import Asset, BaseOperator, BaseOperatorLink, XCom, conf
 
-from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD, Job, JobState, build_request, failure_error
+from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD, Job, JobState, build_request
 from airflow_provider_ltx2.exceptions import Ltx2GenerationFailed, Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.waiting import (
@@ -17,6 +17,7 @@ from airflow_provider_ltx2.waiting import (
     DEFAULT_TIMEOUT,
     Delivered,
     Wait,
+    finished_video,
     read_event,
     result_dict,
     utc_now_iso,
@@ -176,26 +177,17 @@ class Ltx2GenerateVideoOperator(BaseOperator):
         if not self.wait_for_completion:
             return {**job.to_dict(), "status": "submitted", "request": request, "submitted_at": submitted_at}
 
-        deadline = time.time() + self.timeout
+        wait = Wait(job, deadline=time.time() + self.timeout, poll_interval=self.poll_interval)
         if self.deferrable:
             from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
 
             self.defer(
-                trigger=Ltx2VideoTrigger(
-                    request_id=job.request_id,
-                    deadline=deadline,
-                    polling_url=job.polling_url,
-                    ltx2_conn_id=self.ltx2_conn_id,
-                    poll_interval=self.poll_interval,
-                    submitted_at=submitted_at,
-                ),
+                trigger=Ltx2VideoTrigger.for_wait(wait, self.ltx2_conn_id, submitted_at),
                 method_name="execute_complete",
                 timeout=None,  # the trigger enforces the absolute deadline itself
             )
-        status = self.hook.wait_for_video(Wait(job, deadline=deadline, poll_interval=self.poll_interval))
-        if status.state is JobState.FAILED or not status.video_url:
-            raise failure_error(job, status)
-        return self._finish(context, Delivered(job, status.video_url, utc_now_iso(), submitted_at), request)
+        status = self.hook.wait_for_video(wait)
+        return self._finish(context, finished_video(job, status, submitted_at), request)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger: every event is checked; anything but a success fails the task."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
-from airflow_provider_ltx2.api import Job, JobState, failure_error
+from airflow_provider_ltx2.api import Job
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2VideoLink, check_waiting_arguments, deliver
@@ -18,8 +18,8 @@ from airflow_provider_ltx2.waiting import (
     DEFAULT_TIMEOUT,
     Delivered,
     Wait,
+    finished_video,
     read_event,
-    utc_now_iso,
 )
 
 if TYPE_CHECKING:
@@ -93,14 +93,7 @@ class Ltx2VideoSensor(BaseSensorOperator):
 
         context["ti"].xcom_push(key="video_url", value=None)  # the extra link reads it while deferred
         self.defer(
-            trigger=Ltx2VideoTrigger(
-                request_id=self.wait.job.request_id,
-                deadline=self.wait.deadline,
-                polling_url=self.wait.job.polling_url,
-                ltx2_conn_id=self.ltx2_conn_id,
-                poll_interval=self.poll_interval,
-                submitted_at=self.submission.get("submitted_at"),
-            ),
+            trigger=Ltx2VideoTrigger.for_wait(self.wait, self.ltx2_conn_id, self.submission.get("submitted_at")),
             method_name="execute_complete",
             timeout=None,  # the trigger enforces the absolute deadline itself
         )
@@ -109,9 +102,7 @@ class Ltx2VideoSensor(BaseSensorOperator):
         status = self.hook.get_status(self.wait.job, deadline=self.wait.deadline)
         if not self.wait.observe(status, self.log):
             return PokeReturnValue(is_done=False)
-        if status.state is JobState.FAILED or not status.video_url:
-            raise failure_error(self.wait.job, status)
-        delivered = Delivered(self.wait.job, status.video_url, utc_now_iso(), self.submission.get("submitted_at"))
+        delivered = finished_video(self.wait.job, status, self.submission.get("submitted_at"))
         return PokeReturnValue(is_done=True, xcom_value=self._finish(context, delivered))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,18 @@ class Ltx2VideoTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.submitted_at = submitted_at
 
+    @classmethod
+    def for_wait(cls, wait: Wait, ltx2_conn_id: str, submitted_at: str | None) -> Ltx2VideoTrigger:
+        """The trigger that carries on ``wait`` in the triggerer (same job, deadline and interval)."""
+        return cls(
+            request_id=wait.job.request_id,
+            deadline=wait.deadline,
+            polling_url=wait.job.polling_url,
+            ltx2_conn_id=ltx2_conn_id,
+            poll_interval=wait.poll_interval,
+            submitted_at=submitted_at,
+        )
+
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
