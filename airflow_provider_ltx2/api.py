@@ -12,7 +12,7 @@ import random
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from functools import cached_property
@@ -25,6 +25,7 @@ from airflow_provider_ltx2.exceptions import (
     Ltx2GenerationFailed,
     Ltx2InputRejected,
     Ltx2SubmitUnconfirmed,
+    Ltx2Throttled,
     Ltx2TransientError,
     Ltx2ValidationError,
 )
@@ -201,6 +202,8 @@ class Job:
 def gateway_message(reply: Reply) -> str:
     """The gateway's own words about an error, whatever shape it used ({error}, {message}, {detail})."""
     body = reply.json()
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):  # Lightricks' {"error": {"type", "message"}}
+        body = {**body, **body["error"], "error": body["error"].get("type")}
     if isinstance(body, dict):
         parts = []
         for field in ("error", "message", "detail", "error_type"):
@@ -224,6 +227,8 @@ def error_for_reply(reply: Reply, action: str) -> Ltx2Error:
         return Ltx2ValidationError(message)
     if reply.status == 404:
         return Ltx2GenerationFailed(f"{message}. The request is unknown to the gateway or has expired.")
+    if is_throttled(reply):
+        return Ltx2Throttled(message, reason=throttle_reason(reply), retry_after=retry_after_seconds(reply.retry_after))
     if is_transient(reply):
         return Ltx2TransientError(message)
     return Ltx2Error(message)
@@ -327,7 +332,7 @@ class JobStatus:
 
 
 def find_video_url(body: Any) -> str | None:
-    """The video URL in a result body, checking the places API.md lists in order; first found wins."""
+    """The video URL in a result body, checking the places docs/gateway-contract.md lists in order; first wins."""
     if not isinstance(body, dict):
         return None
     candidates = [
@@ -421,6 +426,23 @@ def is_transient(reply: Reply) -> bool:
     return reply.status == 429 or reply.status in (500, 502, 503, 504)
 
 
+def is_throttled(reply: Reply) -> bool:
+    """The gateway is full or asks to slow down (429, or 503 with ``Retry-After``): nothing was created.
+
+    Unlike an outage, this is the gateway working as designed: a submit waits for room until the task's
+    deadline, and a poll slows down, instead of either counting against a retry budget.
+    """
+    return reply.status == 429 or (reply.status == 503 and bool(reply.retry_after))
+
+
+def throttle_reason(reply: Reply) -> str:
+    """``429 concurrency_limit_error``: the status and, when the body names one, the limit that was hit."""
+    body = reply.json()
+    error = body.get("error") if isinstance(body, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    return f"{reply.status} {kind}" if isinstance(kind, str) and kind else str(reply.status)
+
+
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """``Retry-After`` as seconds to wait: it may be a number of seconds or an HTTP date."""
     if not value:
@@ -439,13 +461,18 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter, honouring ``Retry-After`` up to ``max_delay``.
+    """Exponential backoff with jitter, honouring ``Retry-After``.
 
     ``paid`` calls (the submit) are retried at most ``max_attempts`` times, and only when the gateway
-    surely created no job: a 429, a 502/503/504 from the gateway, or a connection that never opened.
-    A read timeout or a 500 after the body was sent may already have started a paid generation, so
-    it is reported, not repeated. Status polls cost nothing: they ride out a gateway outage of up to
-    ``poll_outage_seconds`` (never past the wait's deadline), so a restart does not fail a long wait.
+    surely created no job: a 502/503/504 from the gateway, or a connection that never opened. A read
+    timeout or a 500 after the body was sent may already have started a paid generation, so it is
+    reported, not repeated. A throttled submit (``is_throttled``) is not retried here: it raises
+    ``Ltx2Throttled`` and the task waits for room until its own deadline (``waiting.RoomWait``).
+    Status polls cost nothing: they ride out a gateway outage of up to ``poll_outage_seconds`` (never
+    past the wait's deadline), so a restart does not fail a long wait; throttled polls wait as long as
+    the gateway asks and never count against that budget.
+
+    The fields are plain numbers so the policy travels in a trigger's kwargs (``to_dict``/``from_dict``).
     """
 
     max_attempts: int = 5
@@ -453,23 +480,33 @@ class RetryPolicy:
     base_delay: float = 1.0
     max_delay: float = 60.0
 
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> RetryPolicy:
+        return cls(**data) if data else cls()
+
     def should_retry(self, outcome: Reply | TransportFailure, paid: bool) -> bool:
         if isinstance(outcome, TransportFailure):
             return outcome.before_sending or not paid
         if paid:
-            return outcome.status in NO_JOB_CREATED
+            return outcome.status in NO_JOB_CREATED and not is_throttled(outcome)
         # A poll answered with an HTML page or a torn body is a proxy hiccup, not an answer
         # (a bare 202 is an answer: "still queued").
         return is_transient(outcome) or (outcome.status in (200, 201) and outcome.json() is None)
 
     def delay(self, attempt: int, outcome: Reply | TransportFailure) -> float:
-        """Seconds to wait before attempt ``attempt + 1``: half the backoff, plus up to half again at random."""
+        """Seconds to wait before attempt ``attempt + 1``: half the backoff, plus up to half again at random.
+
+        A throttled answer's ``Retry-After`` is honoured in full: the gateway said when there is room.
+        """
         ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         backoff = random.uniform(ceiling / 2, ceiling)
         if isinstance(outcome, Reply):
             asked = retry_after_seconds(outcome.retry_after)
             if asked is not None:
-                return min(self.max_delay, max(asked, backoff))
+                return max(asked, backoff) if is_throttled(outcome) else min(self.max_delay, max(asked, backoff))
         return backoff
 
 
@@ -487,6 +524,7 @@ class Attempts:
         self.deadline = deadline
         self.attempt = 0
         self.started = time.time()
+        self.outage_started: float | None = None  # first failure that was not throttling
 
     def next_delay(self, outcome: Reply | TransportFailure) -> float | None:
         self.attempt += 1
@@ -495,9 +533,13 @@ class Attempts:
         if self.paid and self.attempt >= self.policy.max_attempts:
             return None
         delay = self.policy.delay(self.attempt, outcome)
-        retry_at = time.time() + delay
-        if not self.paid and retry_at - self.started > self.policy.poll_outage_seconds:
-            return None
+        now = time.time()
+        retry_at = now + delay
+        if not (isinstance(outcome, Reply) and is_throttled(outcome)):  # throttling is not an outage
+            if self.outage_started is None:
+                self.outage_started = self.started if self.attempt == 1 else now
+            if not self.paid and retry_at - self.outage_started > self.policy.poll_outage_seconds:
+                return None
         if self.deadline is not None and retry_at >= self.deadline:
             return None
         return delay

@@ -39,3 +39,16 @@ class Ltx2Timeout(Ltx2Error):
 
 class Ltx2TransientError(Ltx2Error):
     """The gateway kept answering with errors that are usually temporary (429, 5xx, no connection)."""
+
+
+class Ltx2Throttled(Ltx2TransientError):
+    """The gateway is full or rate-limited the call (429, or 503 with ``Retry-After``); nothing was created.
+
+    ``reason`` names the limit (``429 concurrency_limit_error``); ``retry_after`` is the gateway's own
+    ``Retry-After`` in seconds, when it sent one. A task meeting this waits for room instead of failing.
+    """
+
+    def __init__(self, message: str, *, reason: str = "429", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after

@@ -48,7 +48,7 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {},
             }
         ],
-        "extra-links": ["airflow_provider_ltx2.operators.ltx2.Ltx2VideoLink"],
+        "extra-links": ["airflow_provider_ltx2.links.Ltx2VideoLink"],
         "task-decorators": [
             {"class-name": "airflow_provider_ltx2.decorators.ltx2.ltx2_video_task", "name": "ltx2_video"}
         ],

@@ -1,29 +1,81 @@
-"""Waiting for a video, shared by the worker-side poll loop, the sensor and the trigger.
+"""Waiting and delivering, shared by the operator, the sensor, the decorator and the triggers.
 
-``Wait`` holds the decisions of one wait (when to poll, when the deadline passed, how long an unknown
-status is tolerated, what changed since the last poll); the trigger's events and the task's result
-dict are defined here too, so the trigger, the operator and the sensor read and write one format.
+``Deadline`` is a task's one absolute deadline; ``RoomWait`` holds the decisions of a wait for room at a
+full gateway, ``Wait`` those of a wait for a video (when to poll, when the deadline passed, how long an
+unknown status is tolerated, what changed since the last poll). The triggers' events, ``deliver`` (save,
+publish) and the task's result dict are defined here too, so every task and trigger reads and writes one
+format.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_ltx2 import exceptions
+from airflow.providers.common.compat.sdk import Asset
+
 from airflow_provider_ltx2.api import Job, JobState, JobStatus, failure_error
-from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Timeout
+from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Throttled, Ltx2Timeout, Ltx2ValidationError
+from airflow_provider_ltx2.links import Ltx2VideoLink
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 
 DEFAULT_POLL_INTERVAL = 10.0
 DEFAULT_TIMEOUT = 30 * 60.0
 MAX_UNKNOWN_POLLS = 30
+FAILURE_XCOM = "ltx2_failure"  # why the generation failed, for the task's "LTX-2 video" tab
+# What an asset event of the task's outlets carries in its ``extra``.
+ASSET_EVENT_KEYS = ("request_id", "video_url", "output_uri", "bytes", "completed_at")
 
 
 def utc_now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def utc_clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+
+
+def check_waiting_arguments(poll_interval: float, timeout: float, output_uri: str | None) -> None:
+    """Fail at DAG parse time on waiting arguments that could never work."""
+    if not poll_interval > 0:
+        raise Ltx2ValidationError(f"poll_interval={poll_interval!r}: accepted values are seconds > 0.")
+    if not timeout > 0:
+        raise Ltx2ValidationError(f"timeout={timeout!r}: accepted values are seconds > 0.")
+    if output_uri is not None and not isinstance(output_uri, str):
+        raise Ltx2ValidationError(f"output_uri={output_uri!r}: accepted values are a URI string or None.")
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A task's absolute deadline (epoch seconds) and the limit that set it, for the message that ends it.
+
+    ``execution_timeout`` is not enforced by Airflow while a task is deferred, so the task carries the
+    earlier of its ``timeout`` and its ``execution_timeout``, both counted from the start of the try's
+    first ``execute`` (as Airflow counts ``execution_timeout``), into every trigger it defers to.
+    """
+
+    at: float
+    limit: str = "timeout"
+
+    @classmethod
+    def starting_now(cls, timeout: float, execution_timeout: timedelta | None = None) -> Deadline:
+        now = time.time()
+        if execution_timeout is not None and execution_timeout.total_seconds() < timeout:
+            return cls(now + execution_timeout.total_seconds(), f"execution_timeout={execution_timeout}")
+        return cls(now + timeout, f"timeout={timeout:g}s")
+
+    def describe(self) -> str:
+        return f"{utc_clock(self.at)}, set by {self.limit}"
 
 
 @dataclass
@@ -33,6 +85,7 @@ class Wait:
     job: Job
     deadline: float
     poll_interval: float = DEFAULT_POLL_INTERVAL
+    limit: str = "timeout"  # what set the deadline, for the timeout message
     started: float = field(default_factory=time.time)
     unknown_polls: int = 0
     last_status: str | None = None
@@ -70,10 +123,128 @@ class Wait:
     def timeout_message(self) -> str:
         return (
             f"LTX-2 request {self.job.request_id} was not finished by its deadline "
-            f"({datetime.fromtimestamp(self.deadline, timezone.utc).isoformat(timespec='seconds')}, "
-            f"last status {self.last_status or 'none'}). It may still finish on the gateway; on Airflow 3.3+ "
+            f"({Deadline(self.deadline, self.limit).describe()}; last status {self.last_status or 'none'}). "
+            "It may still finish on the gateway; on Airflow 3.3+ "
             "a retry of the operator's task reattaches to it instead of paying again."
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# Waiting for room at a full gateway (429 / 503 with Retry-After): the submit is tried again later.
+# --------------------------------------------------------------------------------------------------
+
+MIN_ROOM_DELAY = 1.0  # a Retry-After of 0 must not become a hot loop
+ROOM_FALLBACK_FIRST = 30.0  # deferred: first wake-up when no job of the gateway finished nearby
+ROOM_FALLBACK_MAX = 300.0
+ROOM_LOG_EVERY = 60.0
+
+
+@dataclass
+class RoomWait:
+    """One task's wait for room at the gateway, across worker tries of the submit and deferrals.
+
+    It is plain JSON (``to_dict``/``from_dict``): it travels in ``Ltx2CapacityTrigger``'s kwargs and
+    event, so a wait that spans several resumes logs, backs off and ends at one deadline.
+    """
+
+    deadline: float
+    limit: str = "timeout"
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    since: float | None = None  # first throttled answer; also the task's place in the queue
+    attempts: int = 0  # throttled submits so far
+    throttled_at: float | None = None
+    retry_after: float | None = None
+    reason: str = ""
+    logged_at: float | None = None
+    fallback_wakes: int = 0
+
+    @classmethod
+    def for_deadline(cls, deadline: Deadline, poll_interval: float) -> RoomWait:
+        return cls(deadline=deadline.at, limit=deadline.limit, poll_interval=poll_interval)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RoomWait:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+    def throttled(self, error: Ltx2Throttled, log: logging.Logger | Any) -> None:
+        """Record a throttled submit and log it (once at the start, then at most once a minute).
+
+        Raises ``Ltx2Timeout`` when the gateway would not let the next attempt in before the deadline.
+        """
+        now = time.time()
+        self.attempts += 1
+        self.throttled_at, self.retry_after, self.reason = now, error.retry_after, error.reason
+        if self.since is None:
+            self.since = self.logged_at = now
+            asked = "" if error.retry_after is None else f", Retry-After {error.retry_after:g} s"
+            log.info(
+                "LTX-2 gateway at capacity (%s%s): waiting for room; deadline %s UTC",
+                error.reason,
+                asked,
+                datetime.fromtimestamp(self.deadline, timezone.utc).strftime("%H:%M:%S"),
+            )
+        elif now - (self.logged_at or 0.0) >= ROOM_LOG_EVERY:
+            self.logged_at = now
+            log.info(
+                "Still waiting for room at the LTX-2 gateway: %.0f s waited, %d attempts (last answer %s)",
+                now - self.since,
+                self.attempts,
+                error.reason,
+            )
+        if self.not_before() >= self.deadline:
+            raise Ltx2Timeout(self.timeout_message())
+
+    def timeout_message(self) -> str:
+        waited = time.time() - (self.since or time.time())
+        return (
+            f"The LTX-2 gateway had no room for this task before its deadline "
+            f"({Deadline(self.deadline, self.limit).describe()}): {self.attempts} submits answered "
+            f"{self.reason} over {waited:.0f} s; nothing was paid. Size an Airflow pool to the gateway's "
+            "concurrency limit (see the README's batches section), or raise the timeout."
+        )
+
+    def got_in(self, log: logging.Logger | Any) -> None:
+        if self.since is not None:
+            log.info(
+                "Got into the LTX-2 gateway after %.0f s and %d throttled attempts",
+                time.time() - self.since,
+                self.attempts,
+            )
+
+    def not_before(self) -> float:
+        """The earliest time the next submit may be tried: never sooner than the gateway asked."""
+        return (self.throttled_at or time.time()) + max(MIN_ROOM_DELAY, self.retry_after or 0.0)
+
+    def worker_delay(self) -> float:
+        """Seconds to sleep in the worker: the Retry-After, or a backoff capped at about one poll interval.
+
+        Jittered upwards, so the tasks of a batch do not all retry at the same instant.
+        """
+        if self.retry_after is not None:
+            wait = max(MIN_ROOM_DELAY, self.retry_after) * random.uniform(1.0, 1.2)
+        else:
+            ceiling = max(MIN_ROOM_DELAY, min(self.poll_interval, 2.0 ** (self.attempts - 1)))
+            wait = random.uniform(max(MIN_ROOM_DELAY, ceiling / 2), ceiling)
+        return max(0.0, min(wait, self.deadline - time.time()))
+
+    def fallback_delay(self, *, head: bool) -> float:
+        """Seconds a deferred wait sleeps unless a job of the gateway finishing nearby wakes it first.
+
+        Only the head of the queue (the longest-waiting task, with no job of the gateway running in its
+        triggerer to wake it) starts from the gateway's own Retry-After; the others, whom a finish will
+        reach in turn, from ``ROOM_FALLBACK_FIRST``. Either grows with every fallback wake-up: a resume
+        costs a worker start, and a task must not bounce between triggerer and worker every few seconds.
+        """
+        first = max(MIN_ROOM_DELAY, self.retry_after or self.poll_interval) if head else ROOM_FALLBACK_FIRST
+        growing = min(ROOM_FALLBACK_MAX, first * 2.0**self.fallback_wakes)
+        wake_at = max(self.not_before(), time.time() + growing * random.uniform(1.0, 1.2))
+        return max(0.0, min(wake_at, self.deadline) - time.time())
+
+    def expired(self) -> bool:
+        return time.time() >= self.deadline
 
 
 # --------------------------------------------------------------------------------------------------
@@ -84,18 +255,18 @@ EVENT_SUCCEEDED = "succeeded"
 EVENT_FAILED = "failed"
 EVENT_TIMEOUT = "timeout"
 EVENT_ERROR = "error"
-_ERROR_CLASSES: dict[str, type[Ltx2Error]] = {
-    cls.__name__: cls
-    for cls in (
-        exceptions.Ltx2Error,
-        exceptions.Ltx2AuthError,
-        exceptions.Ltx2ValidationError,
-        exceptions.Ltx2GenerationFailed,
-        exceptions.Ltx2InputRejected,
-        exceptions.Ltx2Timeout,
-        exceptions.Ltx2TransientError,
-    )
-}
+EVENT_ROOM = "room"
+
+
+def _error_classes() -> dict[str, type[Ltx2Error]]:
+    """Every error class of the provider by name, so an error event keeps its type across the trigger."""
+    found: dict[str, type[Ltx2Error]] = {}
+    pending: list[type[Ltx2Error]] = [Ltx2Error]
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
 
 
 @dataclass(frozen=True)
@@ -149,6 +320,25 @@ def finished_event(job: Job, status: JobStatus, submitted_at: str | None) -> dic
     return failed_event(job, status)
 
 
+def room_event(room: RoomWait, woken_by: str) -> dict[str, Any]:
+    """``Ltx2CapacityTrigger``'s event: time to try the submit again (``woken_by``: finish, timer)."""
+    return {"status": EVENT_ROOM, "woken_by": woken_by, "room": room.to_dict()}
+
+
+def read_room_event(event: Any) -> RoomWait:
+    """The wait for room carried by a capacity trigger's event; a timeout or error event is raised."""
+    if not isinstance(event, dict) or not isinstance(event.get("room"), dict):
+        raise Ltx2Error(f"Malformed event from the LTX-2 capacity trigger: {event!r}")
+    room = RoomWait.from_dict(event["room"])
+    if event.get("status") == EVENT_TIMEOUT:
+        raise Ltx2Timeout(str(event.get("message")))
+    if event.get("status") != EVENT_ROOM:
+        raise Ltx2Error(f"Unknown status {event.get('status')!r} in the event from the LTX-2 capacity trigger")
+    if event.get("woken_by") == "timer":
+        room.fallback_wakes += 1
+    return room
+
+
 def read_event(event: Any) -> Delivered:
     """Read a success event; raise the matching error for any other event.
 
@@ -175,8 +365,45 @@ def read_event(event: Any) -> Delivered:
     if kind == EVENT_TIMEOUT:
         raise Ltx2Timeout(str(event.get("message")))
     if kind == EVENT_ERROR:
-        raise _ERROR_CLASSES.get(str(event.get("error_class")), Ltx2Error)(str(event.get("message")))
+        raise _error_classes().get(str(event.get("error_class")), Ltx2Error)(str(event.get("message")))
     raise Ltx2Error(f"Unknown status {kind!r} in the event from the LTX-2 trigger: {event!r}")
+
+
+@contextmanager
+def failure_reported(context: Context) -> Iterator[None]:
+    """Keep the message of a failed wait in XCom ``ltx2_failure`` (the UI shows it), then let it fail the task."""
+    try:
+        yield
+    except Ltx2Error as error:
+        context["ti"].xcom_push(key=FAILURE_XCOM, value=str(error))
+        raise
+
+
+def deliver(
+    hook: Ltx2Hook,
+    context: Context,
+    delivered: Delivered,
+    *,
+    request: dict[str, Any] | None,
+    output_uri: str | None,
+    output_conn_id: str | None,
+    outlets: Iterable[Any] = (),
+) -> dict[str, Any]:
+    """Save the video where asked, publish it (extra link, asset events), and build the result dict."""
+    size = None
+    if output_uri:
+        size = hook.download_video(delivered.video_url, output_uri, output_conn_id)
+        hook.log.info("LTX-2 video %s saved to %s (%d bytes)", delivered.job.request_id, output_uri, size)
+    else:
+        hook.log.info("LTX-2 video %s is ready at %s", delivered.job.request_id, delivered.video_url)
+    Ltx2VideoLink.persist(context, delivered.video_url)
+    result = result_dict(delivered, request=request, output_uri=output_uri, size=size)
+    # Assets in the task's outlets get the video's facts, for the DAGs scheduled on them.
+    outlet_events = context.get("outlet_events")
+    for outlet in outlets:
+        if outlet_events is not None and isinstance(outlet, Asset):
+            outlet_events[outlet].extra.update({key: result[key] for key in ASSET_EVENT_KEYS})
+    return result
 
 
 def result_dict(

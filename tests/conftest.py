@@ -1,13 +1,16 @@
-"""Shared fixtures: a real simulator on loopback, and an Airflow home with a migrated metadata DB."""
+"""Shared fixtures: a real simulator on loopback, a throwaway CA for https, a migrated Airflow home."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Airflow reads its configuration at import time: point it at a private home before anything imports it.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ltx2-airflow-home-"))
@@ -39,6 +42,80 @@ def simulator(simulator_process: SimulatorProcess, monkeypatch: pytest.MonkeyPat
     return simulator_process
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a throwaway CA and of a server certificate it signed for 127.0.0.1 and localhost."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+@pytest.fixture(scope="session")
+def throwaway_ca(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A CA made for this test session and a server certificate (SAN IP 127.0.0.1, DNS localhost), valid a day.
+
+    Serve with ``server_cert``/``server_key``; a client trusts the server with ``verify=ca_cert`` only.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder = tmp_path_factory.mktemp("tls")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ltx2 test CA")])
+
+    def key_usage(*allowed: str) -> x509.KeyUsage:
+        names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment")
+        names += ("key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+        return x509.KeyUsage(**{name: name in allowed for name in names})
+
+    def certificate(subject: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        )
+
+    ca = (
+        certificate(ca_name, ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(key_usage("key_cert_sign", "crl_sign"), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server = (
+        certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), server_key)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(key_usage("digital_signature"), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server-key.pem")
+    files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.server_cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    files.server_key.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return files
+
+
 @pytest.fixture(scope="session")
 def airflow_home() -> Path:
     """An Airflow home with a migrated SQLite metadata DB, for ``airflow`` CLI subprocesses."""
@@ -63,3 +140,101 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
         **extra,
     )
     return env
+
+
+# ------------------------------------------------------------------------------------------ task fakes
+
+
+class FakeTaskInstance:
+    """The part of a task instance the provider's tasks touch: their own XComs."""
+
+    task_id = "generate"
+    map_index = -1
+
+    def __init__(self, xcom: dict[str, Any] | None = None) -> None:
+        self.xcom: dict[str, Any] = dict(xcom or {})
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+    def xcom_pull(self, task_ids: str, key: str, map_indexes: int) -> Any:
+        assert (task_ids, map_indexes) == (self.task_id, self.map_index), "a task reads only its own XComs"
+        return self.xcom.get(key)
+
+
+class FakeStateStore:
+    """Airflow 3.3's task state store, kept in a dict (in Airflow it survives the task's retries)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+class RecordingLog:
+    """Stands in for the operator's logger (stdlib on 2.11, structlog on 3.x): keeps (level, message)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        def record(message: str, *args: Any, **kwargs: Any) -> None:
+            self.records.append((level, message % args if args else message))
+
+        return record
+
+    def messages(self, level: str | None = None) -> list[str]:
+        return [message for logged, message in self.records if level in (None, logged)]
+
+
+def task_context(store: FakeStateStore | None = None, **more: Any) -> dict[str, Any]:
+    return {"ti": FakeTaskInstance(), "task_state_store": FakeStateStore() if store is None else store, **more}
+
+
+@dataclass
+class Deferrals:
+    """What ``run_deferrable`` saw: each trigger's class name and the event it emitted, in order."""
+
+    triggers: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_deferrable(operator: Any, context: dict[str, Any], seen: Deferrals | None = None, limit: int = 50) -> Any:
+    """Run a task as Airflow runs a deferrable one: ``execute``, then for every deferral the trigger rebuilt
+    from ``serialize()`` (as the triggerer does, so kwargs must round-trip and hold no key) to its first
+    event, then the method it named, until the task returns or raises."""
+    import asyncio
+    import importlib
+
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    seen = seen if seen is not None else Deferrals()
+    call: Any = functools.partial(operator.execute, context)
+    for _ in range(limit):
+        try:
+            return call()
+        except TaskDeferred as deferred:
+            classpath, kwargs = deferred.trigger.serialize()
+            assert KEY not in repr(kwargs), "the key must never be in trigger kwargs"
+            module, name = classpath.rsplit(".", 1)
+            trigger = getattr(importlib.import_module(module), name)(**kwargs)
+
+            async def first_event(trigger: Any = trigger) -> dict[str, Any]:
+                async for event in trigger.run():
+                    return dict(event.payload)
+                raise AssertionError(f"{type(trigger).__name__} ended without an event")
+
+            event = asyncio.run(first_event())
+            assert KEY not in repr(event), "the key must never be in a trigger event"
+            seen.triggers.append(name)
+            seen.events.append(event)
+            method = getattr(operator, deferred.method_name)
+            call = functools.partial(method, context, event=event, **(deferred.kwargs or {}))
+    raise AssertionError(f"the task deferred more than {limit} times")

@@ -20,7 +20,7 @@ from airflow_provider_ltx2.get_provider_info import UI_FIELD_BEHAVIOUR, get_prov
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
-from tests.conftest import airflow_env
+from tests.conftest import FakeTaskInstance, RecordingLog, airflow_env
 
 GOOD = {"image_url": "https://images.example.com/cat.jpg", "prompt": "the cat turns its head"}
 # The connection form as Airflow holds it after loading the provider (snake_case keys on every version).
@@ -29,32 +29,6 @@ EXPECTED_FORM = {
     "relabeling": {"password": "Subscription key", "host": "Gateway base URL"},
     "placeholders": {"password": "Ocp-Apim-Subscription-Key value", "host": "https://gateway.pixazo.ai"},
 }
-
-
-class TaskInstance:
-    """The part of a task instance these tests make the operator touch: XCom pushes."""
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-class RecordingLog:
-    """Stands in for the operator's logger (stdlib on 2.11, structlog on 3.x): keeps (level, message)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        def record(message: str, *args: Any, **kwargs: Any) -> None:
-            self.records.append((level, message % args if args else message))
-
-        return record
-
-    def messages(self, level: str | None = None) -> list[str]:
-        return [message for logged, message in self.records if level in (None, logged)]
 
 
 @pytest.fixture
@@ -66,7 +40,7 @@ def operator_log(monkeypatch: pytest.MonkeyPatch) -> RecordingLog:
 
 def airflow_2_context() -> dict[str, Any]:
     """A task context as Airflow < 3.3 builds it: no ``task_state_store``."""
-    return {"ti": TaskInstance()}
+    return {"ti": FakeTaskInstance()}
 
 
 def operator(**kwargs: Any) -> Ltx2GenerateVideoOperator:
@@ -151,4 +125,4 @@ def test_airflow_loads_the_connection_form_and_the_extra_link(airflow_home: Path
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded["form"] == EXPECTED_FORM, done.stderr[-3000:]
-    assert "airflow_provider_ltx2.operators.ltx2.Ltx2VideoLink" in loaded["links"]
+    assert "airflow_provider_ltx2.links.Ltx2VideoLink" in loaded["links"]

@@ -39,6 +39,7 @@ from airflow_provider_ltx2.api import (
     gateway_from_connection,
     gateway_message,
     is_mp4,
+    is_throttled,
     normalise_state,
     parse_status,
     parse_submission,
@@ -52,6 +53,7 @@ from airflow_provider_ltx2.exceptions import (
     Ltx2GenerationFailed,
     Ltx2InputRejected,
     Ltx2SubmitUnconfirmed,
+    Ltx2Throttled,
     Ltx2TransientError,
     Ltx2ValidationError,
 )
@@ -520,15 +522,41 @@ def test_parse_status_after_exhausted_retries_raises_the_transient_error(monkeyp
     clock = iter([100.0, 100.0, 101.0, 102.5])  # start, then one reading per retry decision
     monkeypatch.setattr(time, "time", lambda: next(clock))
     attempts = Attempts(RetryPolicy(poll_outage_seconds=2.0, base_delay=0.0), paid=False, action="status poll")
-    outcomes = iter([reply(503, text="<html>busy</html>"), reply(502, text=""), reply(429, {"error": "slow down"})])
+    outcomes = iter([reply(503, text="<html>busy</html>"), reply(502, text=""), reply(504, {"error": "timed out"})])
 
     outcome = next(outcomes)
     while attempts.next_delay(outcome) is not None:
         outcome = next(outcomes)
 
     assert attempts.attempt == 3, "the third failure came after the outage budget"
-    with pytest.raises(Ltx2TransientError, match=r"HTTP 429.*slow down"):
+    with pytest.raises(Ltx2TransientError, match=r"HTTP 504.*timed out"):
         parse_status(attempts.result(outcome))
+
+
+def test_throttled_polls_never_use_up_the_outage_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    attempts = Attempts(RetryPolicy(poll_outage_seconds=2.0), paid=False, action="status poll", deadline=1_000.0)
+    throttled = reply(429, {"error": {"type": "rate_limit_error", "message": "slow down"}}, retry_after="5")
+
+    delays = []
+    while (delay := attempts.next_delay(throttled)) is not None:
+        delays.append(delay)
+        now[0] += delay
+
+    assert sum(delays) > 800, "15 minutes of 429s are waited out, not cut at the 2 s outage budget"
+    assert min(delays) >= 5.0, "never sooner than the gateway asked"
+    assert max(delays) <= attempts.policy.max_delay, "backing off, up to the policy's longest wait"
+
+
+def test_an_outage_after_throttling_gets_its_whole_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    attempts = Attempts(RetryPolicy(poll_outage_seconds=90.0, base_delay=1.0), paid=False, action="status poll")
+    for _ in range(20):  # a minute and more of throttling first
+        now[0] += attempts.next_delay(reply(429, text="", retry_after="3")) or 0.0
+
+    assert attempts.next_delay(reply(503, text="")) is not None, "the outage clock starts at the first 503"
 
 
 # ==================================================================================================
@@ -545,7 +573,7 @@ def test_parse_status_after_exhausted_retries_raises_the_transient_error(monkeyp
         (403, Ltx2AuthError),
         (404, Ltx2GenerationFailed),
         (422, Ltx2ValidationError),
-        (429, Ltx2TransientError),
+        (429, Ltx2Throttled),
         (500, Ltx2TransientError),
         (502, Ltx2TransientError),
         (503, Ltx2TransientError),
@@ -755,7 +783,8 @@ HTML_200 = reply(200, text="<html>proxy hiccup</html>")
 
 SHOULD_RETRY = [
     # outcome, paid (submit), unpaid (poll)
-    pytest.param(reply(429, {"error": "slow"}), True, True, id="429"),
+    pytest.param(reply(429, {"error": "slow"}), False, True, id="429"),  # a submit waits for room instead
+    pytest.param(reply(503, text="", retry_after="3"), False, True, id="503-retry-after"),
     pytest.param(reply(500, {"error": "boom"}), False, True, id="500"),
     pytest.param(reply(502, text="<html>502</html>"), True, True, id="502"),
     pytest.param(reply(503, text=""), True, True, id="503"),
@@ -818,7 +847,7 @@ def test_delay_is_jittered_between_half_and_all_of_the_backoff() -> None:
     [
         ("30", 30.0),  # longer than the backoff: honoured
         ("1", 4.0),  # shorter than the backoff (attempt 3, upper bound 4): the backoff wins
-        ("600", 60.0),  # capped at max_delay
+        ("600", 600.0),  # a throttled answer is honoured in full (the wait's deadline bounds it)
         ("garbage", 4.0),  # unreadable: plain backoff
         (None, 4.0),
     ],
@@ -829,6 +858,12 @@ def test_delay_honours_retry_after_seconds(
     policy = RetryPolicy(base_delay=1.0, max_delay=60.0)
 
     assert policy.delay(3, reply(429, text="", retry_after=retry_after)) == expected
+
+
+def test_retry_after_of_an_outage_is_capped_at_max_delay(jitter: list[tuple[float, float]]) -> None:
+    policy = RetryPolicy(base_delay=1.0, max_delay=60.0)
+
+    assert policy.delay(3, reply(502, text="", retry_after="600")) == 60.0
 
 
 def test_delay_honours_retry_after_as_an_http_date(
@@ -842,7 +877,8 @@ def test_delay_honours_retry_after_as_an_http_date(
     in_an_hour = format_datetime(now.replace(hour=13), usegmt=True)
 
     assert policy.delay(1, reply(503, text="", retry_after=in_25s)) == 25.0
-    assert policy.delay(1, reply(503, text="", retry_after=in_an_hour)) == 60.0
+    assert policy.delay(1, reply(503, text="", retry_after=in_an_hour)) == 3600.0  # throttled: honoured in full
+    assert policy.delay(1, reply(504, text="", retry_after=in_an_hour)) == 60.0  # an outage: capped
 
 
 @pytest.mark.parametrize(
@@ -1061,3 +1097,39 @@ def test_errors_are_airflow_exceptions() -> None:
     assert issubclass(Ltx2InputRejected, Ltx2GenerationFailed)
     assert not issubclass(Ltx2TransientError, AirflowFailException)
     assert not issubclass(Ltx2GenerationFailed, AirflowFailException)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason", "retry_after"),
+    [
+        (
+            reply(429, {"error": {"type": "concurrency_limit_error", "message": "2 running"}}, retry_after="3"),
+            "429 concurrency_limit_error",
+            3.0,
+        ),
+        (reply(429, {"error": {"type": "rate_limit_error", "message": "10/min"}}), "429 rate_limit_error", None),
+        (reply(429, {"statusCode": 429, "message": "Rate limit is exceeded."}, retry_after="7"), "429", 7.0),
+        (reply(503, text="busy", retry_after="12"), "503", 12.0),
+    ],
+)
+def test_a_throttled_submit_is_raised_for_the_task_to_wait_for_room(
+    answer: Reply, reason: str, retry_after: float | None
+) -> None:
+    with pytest.raises(Ltx2Throttled) as raised:
+        parse_submission(answer, BASE)
+
+    assert (raised.value.reason, raised.value.retry_after) == (reason, retry_after)
+    assert not Attempts(RetryPolicy(), paid=True, action="submit").next_delay(answer), "not resent in the hook's loop"
+
+
+def test_a_503_without_retry_after_is_an_outage_not_throttling() -> None:
+    assert not is_throttled(reply(503, text="down"))
+    with pytest.raises(Ltx2TransientError) as raised:
+        parse_submission(reply(503, text="down"), BASE)
+    assert not isinstance(raised.value, Ltx2Throttled)
+
+
+def test_ltx_style_error_bodies_read_as_the_gateways_words() -> None:
+    answer = reply(429, {"error": {"type": "concurrency_limit_error", "message": "Too many concurrent jobs"}})
+
+    assert gateway_message(answer) == "concurrency_limit_error: Too many concurrent jobs"

@@ -12,7 +12,6 @@ task's deadline plus a bound. The table of results is printed when the module fi
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import socket
@@ -23,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import TaskDeferred
 
 from airflow_provider_ltx2 import waiting
 from airflow_provider_ltx2.api import RetryPolicy
@@ -38,8 +36,7 @@ from airflow_provider_ltx2.exceptions import (
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
-from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
-from tests.conftest import KEY
+from tests.conftest import KEY, Deferrals, run_deferrable, task_context
 
 # Small numbers so the whole matrix runs in well under a minute; the shape of every decision is the same.
 # A short poll outage budget: 10 faults in a row always outlast it (the 9 waits alone take >= 4.5 s), 3 never do.
@@ -71,7 +68,6 @@ class Row:
     jobs: tuple[int, ...] = (1,)  # paid jobs the gateway may have created
     min_seconds: float = 0.0  # e.g. Retry-After honoured
     timeout: float = TIMEOUT
-    known_gap: str = ""  # the provider does not do the right thing yet: strict xfail, see the reason
 
 
 ROWS = [
@@ -247,32 +243,6 @@ RESULTS: list[Result] = []
 # ------------------------------------------------------------------------------------------------ the fakes
 
 
-class TaskInstance:
-    """What the operator touches of a task instance: its own XComs."""
-
-    task_id = "generate"
-    map_index = -1
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-    def xcom_pull(self, task_ids: str, key: str, map_indexes: int) -> Any:
-        return self.xcom.get(key)
-
-
-class StateStore(dict):  # type: ignore[type-arg]
-    """Airflow 3.3's task state store, kept in a dict."""
-
-    def set(self, key: str, value: Any) -> None:
-        self[key] = value
-
-    def delete(self, key: str) -> None:
-        self.pop(key, None)
-
-
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -284,22 +254,14 @@ def run_worker(op: Ltx2GenerateVideoOperator, context: dict[str, Any]) -> tuple[
 
 
 def run_deferred(op: Ltx2GenerateVideoOperator, context: dict[str, Any]) -> tuple[Any, str]:
+    seen = Deferrals()
     try:
-        op.execute(context)
-    except TaskDeferred as deferred:
-        trigger = deferred.trigger
-    else:
-        raise AssertionError("the deferrable operator did not defer")
-    classpath, kwargs = trigger.serialize()
-    assert classpath.endswith("Ltx2VideoTrigger") and KEY not in repr(kwargs)
-
-    async def events() -> list[dict[str, Any]]:
-        return [event.payload async for event in Ltx2VideoTrigger(**kwargs).run()]
-
-    [event] = asyncio.run(events())
-    assert KEY not in repr(event)
-    context["event"] = event["status"]
-    return op.execute_complete(context, event), f"event {event['status']}"
+        value = run_deferrable(op, context, seen)
+    finally:
+        if seen.events:
+            context["event"] = seen.events[-1]["status"]
+    assert seen.triggers, "the deferrable operator did not defer"
+    return value, f"event {seen.events[-1]['status']}"
 
 
 RUNNERS: dict[str, Callable[[Ltx2GenerateVideoOperator, dict[str, Any]], tuple[Any, str]]] = {
@@ -333,15 +295,7 @@ def print_the_table(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture
 def fast_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every hook (the operator's and the trigger's) with quick retries and a short client timeout."""
-    original = Ltx2Hook.__init__
-
-    def quick(self: Ltx2Hook, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("retry_policy", RETRIES)
-        kwargs.setdefault("read_timeout", CLIENT_TIMEOUT)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Ltx2Hook, "__init__", quick)
+    """Unknown statuses given up on after 3 polls (30 in production)."""
     monkeypatch.setattr(waiting, "MAX_UNKNOWN_POLLS", 3)
 
 
@@ -350,11 +304,7 @@ def row_id(row: Row) -> str:
 
 
 def cases() -> list[Any]:
-    marks = {
-        row: pytest.mark.xfail(reason=f"known gap: {row.known_gap}", strict=True) if row.known_gap else ()
-        for row in ROWS
-    }
-    return [pytest.param(row, path, id=f"{row_id(row)}-{path}", marks=marks[row]) for row in ROWS for path in PATHS]
+    return [pytest.param(row, path, id=f"{row_id(row)}-{path}") for row in ROWS for path in PATHS]
 
 
 # ------------------------------------------------------------------------------------------------ the test
@@ -412,7 +362,7 @@ class Scenario:
 
 
 def check(row: Row, result: Result, value: Any, error: Exception | None) -> None:
-    result.verdict = "known gap (xfail)" if row.known_gap else "FAIL"
+    result.verdict = "FAIL"
     if row.expected is None:
         assert error is None, f"expected a video, got {error!r}"
         assert value["status"] == "succeeded" and value["video_url"]
@@ -440,7 +390,8 @@ def test_fault(
         poll_interval=POLL_INTERVAL,
         timeout=row.timeout,
     )
-    context: dict[str, Any] = {"ti": TaskInstance(), "task_state_store": StateStore()}
+    op.hook = Ltx2Hook(retry_policy=RETRIES, read_timeout=CLIENT_TIMEOUT)  # the trigger gets RETRIES in its kwargs
+    context = task_context()
     value, error = None, None
     started = time.monotonic()
     try:

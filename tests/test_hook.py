@@ -15,6 +15,7 @@ from airflow_provider_ltx2.exceptions import (
     Ltx2Error,
     Ltx2GenerationFailed,
     Ltx2SubmitUnconfirmed,
+    Ltx2Throttled,
     Ltx2Timeout,
     Ltx2TransientError,
     Ltx2ValidationError,
@@ -84,7 +85,7 @@ def test_gateway_validation_error_is_reported_not_retried(simulator: SimulatorPr
 @pytest.mark.parametrize(
     ("fault", "submits"),
     [
-        ({"status": 429, "count": 2, "retry_after": "0"}, 3),
+        ({"status": 504, "count": 2}, 3),
         ({"status": 503, "count": 2}, 3),
         ({"status": 502, "count": 1, "body": "html"}, 2),
     ],
@@ -118,17 +119,20 @@ def test_submit_read_timeout_is_not_repeated(simulator: SimulatorProcess) -> Non
 
 
 def test_retry_after_is_honoured(simulator: SimulatorProcess) -> None:
-    simulator.configure(faults=[{"on": "submit", "status": 429, "count": 1, "retry_after": "1"}])
+    simulator.configure(faults=[{"on": "submit", "status": 502, "count": 1, "retry_after": "1"}])
     started = time.monotonic()
     Ltx2Hook(retry_policy=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=5)).submit(REQUEST)
     assert time.monotonic() - started >= 1.0
 
 
-def test_throttling_that_outlasts_the_retries_is_a_transient_error(simulator: SimulatorProcess) -> None:
-    simulator.configure(faults=[{"on": "submit", "status": 429, "count": 10, "retry_after": "0"}])
-    with pytest.raises(Ltx2TransientError, match="429"):
+@pytest.mark.parametrize("fault", [{"status": 429, "retry_after": "4"}, {"status": 503, "retry_after": "4"}])
+def test_a_throttled_submit_is_handed_to_the_task_at_once(simulator: SimulatorProcess, fault: dict) -> None:
+    """The hook does not spend the task's time on it: the task waits for room (worker or triggerer)."""
+    simulator.configure(faults=[{"on": "submit", "count": 10, **fault}])
+    with pytest.raises(Ltx2Throttled) as raised:
         hook().submit(REQUEST)
-    assert simulator.stats()["submits"] == FAST_RETRIES.max_attempts
+    assert raised.value.retry_after == 4.0 and raised.value.reason == str(fault["status"])
+    assert simulator.stats()["submits"] == 1 and simulator.stats()["jobs"] == 0
 
 
 @pytest.mark.parametrize(
@@ -217,18 +221,28 @@ def test_async_status_matches_the_sync_one(simulator: SimulatorProcess, protocol
     time.sleep(0.1)
 
     async def poll() -> object:
-        async with ltx2.async_session() as session:
-            return await ltx2.aget_status(session, await ltx2.agateway(), job)
+        async with ltx2.aconnect():
+            return await ltx2.aget_status(job)
 
     assert asyncio.run(poll()) == ltx2.get_status(job)
 
 
-def test_sessions_of_one_event_loop_share_one_connection_pool_closed_with_its_last_user() -> None:
+def test_sessions_of_one_event_loop_share_one_connection_pool_closed_with_its_last_user(
+    simulator: SimulatorProcess,
+) -> None:
+    one, two = hook(), hook()
+
     async def open_two() -> None:
-        async with Ltx2Hook.async_session() as first, Ltx2Hook.async_session() as second:
+        async with one.aconnect(), two.aconnect():
+            first, second = one._connected[0], two._connected[0]
             assert first is not second and first.connector is second.connector
             pool = first.connector
             assert pool is not None and not pool.closed
         assert pool.closed
 
     asyncio.run(open_two())
+
+
+def test_async_calls_outside_aconnect_are_refused() -> None:
+    with pytest.raises(RuntimeError, match="aconnect"):
+        asyncio.run(Ltx2Hook().aget_status(Job("x")))

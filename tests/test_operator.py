@@ -21,47 +21,14 @@ from airflow_provider_ltx2.sensors.ltx2 import Ltx2VideoSensor
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
 from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
 from airflow_provider_ltx2.waiting import Wait
-from tests.conftest import KEY
+from tests.conftest import KEY, FakeStateStore, task_context
 
 GOOD = {"image_url": "https://images.example.com/cat.jpg", "prompt": "the cat turns its head"}
 RESULT_KEYS = {"request_id", "status", "video_url", "output_uri", "bytes", "request", "submitted_at", "completed_at"}
 
 
-class TaskInstance:
-    """The part of a task instance the operator touches: its own XComs."""
-
-    task_id = "generate"
-    map_index = -1
-
-    def __init__(self, xcom: dict[str, Any] | None = None) -> None:
-        self.xcom: dict[str, Any] = dict(xcom or {})
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-    def xcom_pull(self, task_ids: str, key: str, map_indexes: int) -> Any:
-        assert (task_ids, map_indexes) == (self.task_id, self.map_index)
-        return self.xcom.get(key)
-
-
-class StateStore:
-    """Airflow 3.3's task state store, kept in a dict (it survives retries in Airflow)."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.values[key] = value
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
-
-
-def context(store: StateStore | None = None) -> dict[str, Any]:
-    return {"ti": TaskInstance(), "task_state_store": store or StateStore()}
+def context(store: FakeStateStore | None = None) -> dict[str, Any]:
+    return task_context(store)
 
 
 def operator(**kwargs: Any) -> Ltx2GenerateVideoOperator:
@@ -130,13 +97,17 @@ def test_deferrable_hands_only_safe_kwargs_to_the_trigger(simulator: SimulatorPr
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_ltx2.triggers.ltx2.Ltx2VideoTrigger"
     assert KEY not in json.dumps(kwargs)
-    assert set(kwargs) == {"request_id", "deadline", "polling_url", "ltx2_conn_id", "poll_interval", "submitted_at"}
+    assert set(kwargs) == {
+        *("request_id", "deadline", "polling_url", "ltx2_conn_id", "poll_interval", "submitted_at"),
+        *("deadline_limit", "retry_policy", "read_timeout"),
+    }
+    assert kwargs["retry_policy"] == operator().hook.retry_policy.to_dict(), "the hook's retries go to the trigger"
     assert kwargs["request_id"] == ctx["ti"].xcom["request_id"]
     assert ctx["task_state_store"].values[STATE_KEY]["request_id"] == kwargs["request_id"]
 
 
 def test_a_retry_reattaches_to_the_request_already_paid_for(simulator: SimulatorProcess) -> None:
-    store = StateStore()
+    store = FakeStateStore()
     with pytest.raises(TaskDeferred):
         operator(deferrable=True).execute(context(store))  # first try: submitted, then the worker died
     first_id = store.values[STATE_KEY]["request_id"]
@@ -149,7 +120,7 @@ def test_a_retry_reattaches_to_the_request_already_paid_for(simulator: Simulator
 
 def test_a_retry_after_a_failed_generation_submits_again(simulator: SimulatorProcess) -> None:
     simulator.configure(outcome="fail")
-    store = StateStore()
+    store = FakeStateStore()
     with pytest.raises(Ltx2GenerationFailed, match="simulated failure"):
         operator().execute(context(store))
     simulator.configure(outcome="succeed")
@@ -158,7 +129,7 @@ def test_a_retry_after_a_failed_generation_submits_again(simulator: SimulatorPro
 
 
 def test_changed_parameters_are_not_reattached(simulator: SimulatorProcess) -> None:
-    store = StateStore()
+    store = FakeStateStore()
     operator(wait_for_completion=False).execute(context(store))
     operator(prompt="something else").execute(context(store))
     assert simulator.stats()["submits"] == 2

@@ -39,7 +39,7 @@ from airflow_provider_ltx2.api import (
     poll_call,
     submit_call,
 )
-from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Timeout, Ltx2TransientError
+from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Throttled, Ltx2Timeout, Ltx2TransientError
 from airflow_provider_ltx2.get_provider_info import UI_FIELD_BEHAVIOUR
 from airflow_provider_ltx2.waiting import Wait
 
@@ -86,6 +86,7 @@ class Ltx2Hook(BaseHook):
         self.ltx2_conn_id = ltx2_conn_id
         self.retry_policy = retry_policy or RetryPolicy()
         self.read_timeout = read_timeout
+        self._async_client: tuple[aiohttp.ClientSession, Gateway] | None = None
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -105,13 +106,6 @@ class Ltx2Hook(BaseHook):
     @cached_property
     def gateway(self) -> Gateway:
         conn = self.get_connection(self.ltx2_conn_id)
-        return gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password)
-
-    async def agateway(self) -> Gateway:
-        """The gateway as seen from the triggerer, without blocking its event loop."""
-        from airflow.providers.common.compat.connection import get_async_connection
-
-        conn = await get_async_connection(self.ltx2_conn_id, hook=self)
         return gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password)
 
     # ---------------------------------------------------------------------------------- sync side
@@ -134,8 +128,7 @@ class Ltx2Hook(BaseHook):
                 timeout=(CONNECT_TIMEOUT, self.read_timeout),
             )
         except (requests.ConnectionError, requests.Timeout) as error:
-            never_sent = isinstance(error, requests.ConnectTimeout) or "NewConnectionError" in repr(error)
-            return TransportFailure(self.gateway.redact(f"{type(error).__name__}: {error}"), never_sent)
+            return TransportFailure(self.gateway.redact(f"{type(error).__name__}: {error}"), _never_sent(error))
         return Reply(response.status_code, self.gateway.redact(response.text), response.headers.get("Retry-After"))
 
     def _call(self, call: Call, *, action: str, paid: bool = False, deadline: float | None = None) -> Reply:
@@ -158,7 +151,10 @@ class Ltx2Hook(BaseHook):
     def wait_for_video(self, wait: Wait) -> JobStatus:
         """Poll in this process until the job finishes; raise ``Ltx2Timeout`` at the deadline."""
         while not wait.expired():
-            status = self.get_status(wait.job, deadline=wait.deadline)
+            try:
+                status = self.get_status(wait.job, deadline=wait.deadline)
+            except Ltx2Throttled:  # throttled up to the deadline: a timeout, not a failure
+                continue
             if wait.observe(status, self.log):
                 return status
             time.sleep(wait.next_delay())
@@ -218,17 +214,25 @@ class Ltx2Hook(BaseHook):
 
     # ---------------------------------------------------------------------------------- async side
 
-    @staticmethod
-    @asynccontextmanager
-    async def async_session() -> AsyncIterator[aiohttp.ClientSession]:
-        """One session per trigger, for every poll of its life, over a connection pool shared by the loop.
+    async def agateway(self) -> Gateway:
+        """The gateway as seen from the triggerer, without blocking its event loop."""
+        from airflow.providers.common.compat.connection import get_async_connection
 
-        A triggerer runs thousands of triggers in one event loop: sharing one pool of kept-alive
-        connections spares each of them a connection set-up and its own pool, and caps how many
-        connections the loop opens to the gateway at once. The pool closes with its last user.
+        conn = await get_async_connection(self.ltx2_conn_id, hook=self)
+        return gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password)
+
+    @asynccontextmanager
+    async def aconnect(self) -> AsyncIterator[Gateway]:
+        """Resolve the connection once and hold one session for every call of a trigger's life.
+
+        A triggerer runs thousands of triggers in one event loop: their sessions share one pool of
+        kept-alive connections per loop, which spares each of them a connection set-up and its own
+        pool, and caps how many connections the loop opens to the gateway at once. The pool closes
+        with its last user.
         """
         import aiohttp
 
+        gateway = await self.agateway()
         loop = asyncio.get_running_loop()
         pool = _SHARED_POOLS.get(loop)
         if pool is None or pool.connector.closed:
@@ -236,17 +240,26 @@ class Ltx2Hook(BaseHook):
         pool.users += 1
         try:
             async with aiohttp.ClientSession(connector=pool.connector, connector_owner=False) as session:
-                yield session
+                self._async_client = (session, gateway)
+                yield gateway
         finally:
+            self._async_client = None
             pool.users -= 1
             if pool.users == 0:
                 if _SHARED_POOLS.get(loop) is pool:
                     del _SHARED_POOLS[loop]
                 await pool.connector.close()
 
-    async def _asend(self, session: aiohttp.ClientSession, gateway: Gateway, call: Call) -> Reply | TransportFailure:
+    @property
+    def _connected(self) -> tuple[aiohttp.ClientSession, Gateway]:
+        if self._async_client is None:
+            raise RuntimeError("Ltx2Hook's async calls run inside `async with hook.aconnect():`")
+        return self._async_client
+
+    async def _asend(self, call: Call) -> Reply | TransportFailure:
         import aiohttp
 
+        session, gateway = self._connected
         timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=self.read_timeout)
         try:
             async with session.request(
@@ -258,13 +271,26 @@ class Ltx2Hook(BaseHook):
             never_sent = isinstance(error, aiohttp.ClientConnectorError)
             return TransportFailure(gateway.redact(f"{type(error).__name__}: {error}"), never_sent)
 
-    async def aget_status(
-        self, session: aiohttp.ClientSession, gateway: Gateway, job: Job, deadline: float | None = None
-    ) -> JobStatus:
-        """The async twin of ``get_status``: same call, same retries, same reading of the reply."""
-        attempts = Attempts(self.retry_policy, paid=False, action="status poll", deadline=deadline)
-        call = poll_call(gateway.base_url, job)
-        while (delay := attempts.next_delay(outcome := await self._asend(session, gateway, call))) is not None:
+    async def _acall(self, call: Call, *, action: str, paid: bool = False, deadline: float | None = None) -> Reply:
+        """The async twin of ``_call``: the same ``Attempts`` decide every retry."""
+        attempts = Attempts(self.retry_policy, paid=paid, action=action, deadline=deadline)
+        while (delay := attempts.next_delay(outcome := await self._asend(call))) is not None:
             self.log.warning("%s; retrying in %.1fs", attempts.describe(outcome), delay)
             await asyncio.sleep(delay)
-        return parse_status(attempts.result(outcome))
+        return attempts.result(outcome)
+
+    async def aget_status(self, job: Job, deadline: float | None = None) -> JobStatus:
+        """The async twin of ``get_status``: same call, same retries, same reading of the reply."""
+        call = poll_call(self._connected[1].base_url, job)
+        return parse_status(await self._acall(call, action="status poll", deadline=deadline))
+
+
+def _never_sent(error: Exception) -> bool:
+    """Whether a requests error surely happened before the request left: no connection, TLS or proxy refusal."""
+    import requests
+    from urllib3.exceptions import NewConnectionError
+
+    if isinstance(error, (requests.ConnectTimeout, requests.exceptions.SSLError, requests.exceptions.ProxyError)):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, NewConnectionError)

@@ -3,88 +3,48 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import Asset, BaseOperator, BaseOperatorLink, XCom, conf
+from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD, Job, JobState, build_request
-from airflow_provider_ltx2.exceptions import Ltx2GenerationFailed, Ltx2ValidationError
+from airflow_provider_ltx2.exceptions import Ltx2GenerationFailed, Ltx2Throttled
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+from airflow_provider_ltx2.links import Ltx2VideoLink
 from airflow_provider_ltx2.waiting import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
+    Deadline,
     Delivered,
+    RoomWait,
     Wait,
+    check_waiting_arguments,
+    deliver,
+    failure_reported,
     finished_video,
     read_event,
-    result_dict,
+    read_room_event,
     utc_now_iso,
 )
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import Context, TaskInstanceKey
+    from airflow.providers.common.compat.sdk import Context
 
 # task_state_store key (Airflow 3.3+): the paid request of this task instance, kept across retries.
 STATE_KEY = "ltx2_request"
-# What an asset event of the task's outlets carries in its ``extra``.
-ASSET_EVENT_KEYS = ("request_id", "video_url", "output_uri", "bytes", "completed_at")
-
-
-class Ltx2VideoLink(BaseOperatorLink):
-    """ "LTX-2 video" button on the task: opens the generated video."""
-
-    name = "LTX-2 video"
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        return XCom.get_value(key="video_url", ti_key=ti_key) or ""
-
-
-def check_waiting_arguments(poll_interval: float, timeout: float, output_uri: str | None) -> None:
-    """Fail at DAG parse time on waiting arguments that could never work."""
-    if not poll_interval > 0:
-        raise Ltx2ValidationError(f"poll_interval={poll_interval!r}: accepted values are seconds > 0.")
-    if not timeout > 0:
-        raise Ltx2ValidationError(f"timeout={timeout!r}: accepted values are seconds > 0.")
-    if output_uri is not None and not isinstance(output_uri, str):
-        raise Ltx2ValidationError(f"output_uri={output_uri!r}: accepted values are a URI string or None.")
-
-
-def deliver(
-    hook: Ltx2Hook,
-    context: Context,
-    delivered: Delivered,
-    *,
-    request: dict[str, Any] | None,
-    output_uri: str | None,
-    output_conn_id: str | None,
-    outlets: Iterable[Any] = (),
-) -> dict[str, Any]:
-    """Save the video where asked, publish it (extra link, asset events), and build the result dict."""
-    size = None
-    if output_uri:
-        size = hook.download_video(delivered.video_url, output_uri, output_conn_id)
-        hook.log.info("LTX-2 video %s saved to %s (%d bytes)", delivered.job.request_id, output_uri, size)
-    else:
-        hook.log.info("LTX-2 video %s is ready at %s", delivered.job.request_id, delivered.video_url)
-    context["ti"].xcom_push(key="video_url", value=delivered.video_url)
-    result = result_dict(delivered, request=request, output_uri=output_uri, size=size)
-    # Assets in the task's outlets get the video's facts, for the DAGs scheduled on them.
-    outlet_events = context.get("outlet_events")
-    for outlet in outlets:
-        if outlet_events is not None and isinstance(outlet, Asset):
-            outlet_events[outlet].extra.update({key: result[key] for key in ASSET_EVENT_KEYS})
-    return result
+REQUEST_XCOM = "request"  # the validated request, read back on every resume
 
 
 class Ltx2GenerateVideoOperator(BaseOperator):
     """Generate a video from an image and a prompt with LTX-2; return the result dict.
 
     Every request field is validated after templating and before anything is sent (each accepted
-    submit costs money). The request id is pushed to XCom ``request_id`` as soon as the gateway accepts
-    it, and on Airflow 3.3+ kept in the task state store, so a retry reattaches to the request already
-    paid for instead of submitting again.
+    submit costs money). A gateway at capacity (429) is waited out until the task's deadline, in the
+    triggerer when deferrable. The request id is pushed to XCom ``request_id`` as soon as the gateway
+    accepts it, and on Airflow 3.3+ kept in the task state store, so a retry reattaches to the request
+    already paid for instead of submitting again.
 
     :param image_url: public http(s) URL of a JPEG/PNG (templated).
     :param prompt: motion, camera movement and visual context (templated).
@@ -95,9 +55,10 @@ class Ltx2GenerateVideoOperator(BaseOperator):
     :param generate_audio: add an audio track (templated).
     :param ltx2_conn_id: the ``ltx2`` connection with the subscription key.
     :param wait_for_completion: wait for the video; False returns right after the submit.
-    :param deferrable: wait in the triggerer instead of holding a worker slot.
+    :param deferrable: wait (for room, then for the video) in the triggerer instead of holding a worker slot.
     :param poll_interval: seconds between status polls (the gateway advises 5-10).
-    :param timeout: seconds to wait for the video before failing with ``Ltx2Timeout``.
+    :param timeout: seconds from the task's start to the video (waiting for room included) before it
+        fails with ``Ltx2Timeout``; an earlier ``execution_timeout`` wins, deferred or not.
     :param output_uri: where to stream the MP4, e.g. ``file:///data/v.mp4`` or ``s3://b/{{ ds }}/v.mp4``
         (templated); None keeps only the URL.
     :param output_conn_id: connection of the object store behind ``output_uri``.
@@ -170,31 +131,49 @@ class Ltx2GenerateVideoOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         request = self.build_request()
-        job, submitted_at = self._reattach_or_submit(context, request)
+        # Read back on every resume: `airflow dags test` drops `defer(kwargs=...)`, and a decorated task's
+        # request comes from a function that must not run twice.
+        context["ti"].xcom_push(key=REQUEST_XCOM, value=request)
+        Ltx2VideoLink.persist(context, None)  # the extra link reads it before the video exists
+        room = RoomWait.for_deadline(Deadline.starting_now(self.timeout, self.execution_timeout), self.poll_interval)
+        return self._submit_then_wait(context, request, room)
+
+    def retry_submit(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after waiting for room in the triggerer: try the submit again (same deadline)."""
+        return self._submit_then_wait(context, self._saved_request(context), read_room_event(event))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the video trigger: every event is checked; anything but a success fails the task."""
+        with failure_reported(context):
+            delivered = read_event(event)
+        return self._finish(context, delivered, self._saved_request(context))
+
+    def _saved_request(self, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
+        request = ti.xcom_pull(task_ids=ti.task_id, key=REQUEST_XCOM, map_indexes=ti.map_index)
+        return request if isinstance(request, dict) else self.build_request()
+
+    def _submit_then_wait(self, context: Context, request: dict[str, Any], room: RoomWait) -> dict[str, Any]:
+        store = context.get("task_state_store")
+        job, submitted_at = self._reattach(store, request) or self._submit(store, request, room)
         context["ti"].xcom_push(key="request_id", value=job.request_id)
-        context["ti"].xcom_push(key="request", value=request)  # read back on resume after deferral
-        context["ti"].xcom_push(key="video_url", value=None)  # the extra link reads it before the video exists
         if not self.wait_for_completion:
+            if store is not None:  # handed off: a cleared task must submit anew, not reattach to this job
+                store.delete(STATE_KEY)
             return {**job.to_dict(), "status": "submitted", "request": request, "submitted_at": submitted_at}
 
-        wait = Wait(job, deadline=time.time() + self.timeout, poll_interval=self.poll_interval)
+        wait = Wait(job, deadline=room.deadline, poll_interval=self.poll_interval, limit=room.limit)
         if self.deferrable:
             from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
 
             self.defer(
-                trigger=Ltx2VideoTrigger.for_wait(wait, self.ltx2_conn_id, submitted_at),
+                trigger=Ltx2VideoTrigger.for_wait(wait, self.hook, submitted_at),
                 method_name="execute_complete",
                 timeout=None,  # the trigger enforces the absolute deadline itself
             )
-        status = self.hook.wait_for_video(wait)
-        return self._finish(context, finished_video(job, status, submitted_at), request)
-
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume after the trigger: every event is checked; anything but a success fails the task."""
-        delivered = read_event(event)
-        ti = context["ti"]
-        request = ti.xcom_pull(task_ids=ti.task_id, key="request", map_indexes=ti.map_index)
-        return self._finish(context, delivered, request if isinstance(request, dict) else self.build_request())
+        with failure_reported(context):
+            delivered = finished_video(job, self.hook.wait_for_video(wait), submitted_at)
+        return self._finish(context, delivered, request)
 
     def _finish(self, context: Context, delivered: Delivered, request: dict[str, Any]) -> dict[str, Any]:
         result = deliver(
@@ -210,38 +189,67 @@ class Ltx2GenerateVideoOperator(BaseOperator):
             store.delete(STATE_KEY)
         return result
 
-    def _reattach_or_submit(self, context: Context, request: dict[str, Any]) -> tuple[Job, str]:
-        """Reuse the request an earlier try of this task paid for, if it can still deliver; else submit.
+    # Airflow 3.3's ResumableJobMixin does this bookkeeping for operators that poll in the worker. It is
+    # not used here: it decides on the stored job id alone, while a retry must also check that the
+    # templated request is unchanged (a fixed prompt must not reattach to the old video); its
+    # `poll_until_complete` blocks a worker, where this operator waits for room and for the video in the
+    # triggerer; and it keeps the id after success, which would make a cleared task reattach silently.
+
+    def _reattach(self, store: Any, request: dict[str, Any]) -> tuple[Job, str | None] | None:
+        """The request an earlier try of this task paid for, if it is the same and can still deliver.
 
         The state store exists on Airflow 3.3+; on older versions every try submits anew.
         """
-        store = context.get("task_state_store")
         if store is None:
             self.log.warning(
                 "Reattaching to the request of an earlier try is unavailable (no task_state_store before "
                 "Airflow 3.3): a retry of this task submits, and pays for, a new generation."
             )
-        saved = store.get(STATE_KEY) if store is not None else None
-        if isinstance(saved, dict) and saved.get("request") == request:
-            job = Job.from_dict(saved)
-            try:
-                state = self.hook.get_status(job).state
-            except Ltx2GenerationFailed:  # unknown to the gateway, or expired
-                state = JobState.FAILED
-            if state is not JobState.FAILED:
-                self.log.info(
-                    "Reattaching to LTX-2 request %s (%s) submitted by an earlier try; not submitting again.",
-                    job.request_id,
-                    state.value,
-                )
-                return job, str(saved.get("submitted_at"))
+            return None
+        saved = store.get(STATE_KEY)
+        if not isinstance(saved, dict):
+            return None
+        if saved.get("request") != request:
+            self.log.warning("The request changed since an earlier try; submitting the new one.")
+            store.delete(STATE_KEY)
+            return None
+        job = Job.from_dict(saved)
+        try:
+            state = self.hook.get_status(job).state
+        except Ltx2GenerationFailed:  # unknown to the gateway, or expired
+            state = JobState.FAILED
+        if state is JobState.FAILED:
             self.log.warning(
                 "The LTX-2 request %s of an earlier try failed or expired; submitting a new one.", job.request_id
             )
-        elif saved:
-            self.log.warning("The request changed since an earlier try; submitting the new one.")
+            store.delete(STATE_KEY)
+            return None
+        self.log.info(
+            "Reattaching to LTX-2 request %s (%s) submitted by an earlier try; not submitting again.",
+            job.request_id,
+            state.value,
+        )
+        submitted_at = saved.get("submitted_at")
+        return job, submitted_at if isinstance(submitted_at, str) else None
 
-        job = self.hook.submit(request)
+    def _submit(self, store: Any, request: dict[str, Any], room: RoomWait) -> tuple[Job, str]:
+        """Submit (the paid call), waiting for room while the gateway is at capacity."""
+        while True:
+            try:
+                job = self.hook.submit(request)
+                break
+            except Ltx2Throttled as throttled:
+                room.throttled(throttled, self.log)  # raises Ltx2Timeout once the deadline leaves no room
+                if self.deferrable:
+                    from airflow_provider_ltx2.triggers.ltx2 import Ltx2CapacityTrigger
+
+                    self.defer(
+                        trigger=Ltx2CapacityTrigger(room.to_dict(), self.ltx2_conn_id),
+                        method_name="retry_submit",
+                        timeout=None,  # the trigger enforces the absolute deadline itself
+                    )
+                time.sleep(room.worker_delay())
+        room.got_in(self.log)
         submitted_at = utc_now_iso()
         self.log.info(
             "Submitted LTX-2 request %s (USD %.2f): %s", job.request_id, PRICE_PER_VIDEO_USD, summarise(request)

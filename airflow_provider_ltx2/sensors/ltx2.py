@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -10,14 +9,18 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_provider_ltx2.api import Job
-from airflow_provider_ltx2.exceptions import Ltx2ValidationError
+from airflow_provider_ltx2.exceptions import Ltx2Throttled, Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
-from airflow_provider_ltx2.operators.ltx2 import Ltx2VideoLink, check_waiting_arguments, deliver
+from airflow_provider_ltx2.links import Ltx2VideoLink
 from airflow_provider_ltx2.waiting import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
+    Deadline,
     Delivered,
     Wait,
+    check_waiting_arguments,
+    deliver,
+    failure_reported,
     finished_video,
     read_event,
 )
@@ -82,8 +85,9 @@ class Ltx2VideoSensor(BaseSensorOperator):
 
     @cached_property
     def wait(self) -> Wait:
+        deadline = Deadline.starting_now(self.timeout, self.execution_timeout)
         return Wait(
-            Job.from_dict(self.submission), deadline=time.time() + self.timeout, poll_interval=self.poll_interval
+            Job.from_dict(self.submission), deadline=deadline.at, poll_interval=self.poll_interval, limit=deadline.limit
         )
 
     def execute(self, context: Context) -> Any:
@@ -91,23 +95,29 @@ class Ltx2VideoSensor(BaseSensorOperator):
             return super().execute(context)
         from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
 
-        context["ti"].xcom_push(key="video_url", value=None)  # the extra link reads it while deferred
+        Ltx2VideoLink.persist(context, None)  # the extra link reads it while deferred
         self.defer(
-            trigger=Ltx2VideoTrigger.for_wait(self.wait, self.ltx2_conn_id, self.submission.get("submitted_at")),
+            trigger=Ltx2VideoTrigger.for_wait(self.wait, self.hook, self.submission.get("submitted_at")),
             method_name="execute_complete",
             timeout=None,  # the trigger enforces the absolute deadline itself
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
-        status = self.hook.get_status(self.wait.job, deadline=self.wait.deadline)
-        if not self.wait.observe(status, self.log):
-            return PokeReturnValue(is_done=False)
-        delivered = finished_video(self.wait.job, status, self.submission.get("submitted_at"))
+        with failure_reported(context):
+            try:
+                status = self.hook.get_status(self.wait.job, deadline=self.wait.deadline)
+            except Ltx2Throttled:  # the gateway asks to slow down: poke again later
+                return PokeReturnValue(is_done=False)
+            if not self.wait.observe(status, self.log):
+                return PokeReturnValue(is_done=False)
+            delivered = finished_video(self.wait.job, status, self.submission.get("submitted_at"))
         return PokeReturnValue(is_done=True, xcom_value=self._finish(context, delivered))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger: every event is checked; anything but a success fails the task."""
-        return self._finish(context, read_event(event))
+        with failure_reported(context):
+            delivered = read_event(event)
+        return self._finish(context, delivered)
 
     def _finish(self, context: Context, delivered: Delivered) -> dict[str, Any]:
         return deliver(

@@ -1,33 +1,51 @@
-"""``Ltx2VideoTrigger``: waits for a generation in the triggerer, so no worker slot is held meanwhile."""
+"""The triggers: waiting in the triggerer, so no worker slot is held meanwhile.
+
+``Ltx2VideoTrigger`` waits for a submitted generation; ``Ltx2CapacityTrigger`` waits for room at a
+gateway that answered a submit with 429. Neither ever submits: a triggerer re-runs a trigger from its
+kwargs after a restart or a takeover, which would pay twice; the paid submit stays in the worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import random
-from collections.abc import AsyncIterator
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_ltx2.api import Job
-from airflow_provider_ltx2.exceptions import Ltx2Error
-from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+from airflow_provider_ltx2.api import Gateway, Job, RetryPolicy
+from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Throttled
+from airflow_provider_ltx2.hooks.ltx2 import READ_TIMEOUT, Ltx2Hook
 from airflow_provider_ltx2.waiting import (
     DEFAULT_POLL_INTERVAL,
+    EVENT_TIMEOUT,
+    RoomWait,
     Wait,
     error_event,
     finished_event,
+    room_event,
     timeout_event,
 )
+
+
+def _classpath(trigger: BaseTrigger) -> str:
+    return f"{type(trigger).__module__}.{type(trigger).__qualname__}"
 
 
 class Ltx2VideoTrigger(BaseTrigger):
     """Poll one LTX-2 request until it finishes, fails, or its absolute deadline passes; emit one event.
 
     Its kwargs are stored in plain text in the metadata DB and logged by the triggerer, so they hold
-    only the request id, the gateway's polling URL, the connection id, the poll interval and the
-    deadline (epoch seconds, so a restarted triggerer keeps the original deadline) and the submit time. The key is
-    fetched from the connection when the trigger runs.
+    only the request id, the gateway's polling URL, the connection id, the poll interval, the deadline
+    (epoch seconds, so a restarted triggerer keeps the original deadline) and what set it, the submit
+    time, the retry policy and the read timeout (numbers). The key is fetched from the connection when the trigger runs.
     """
 
     def __init__(
@@ -38,6 +56,9 @@ class Ltx2VideoTrigger(BaseTrigger):
         ltx2_conn_id: str = Ltx2Hook.default_conn_name,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         submitted_at: str | None = None,
+        deadline_limit: str = "timeout",
+        retry_policy: dict[str, Any] | None = None,
+        read_timeout: float = READ_TIMEOUT,
     ) -> None:
         super().__init__()
         self.request_id = request_id
@@ -46,22 +67,28 @@ class Ltx2VideoTrigger(BaseTrigger):
         self.ltx2_conn_id = ltx2_conn_id
         self.poll_interval = poll_interval
         self.submitted_at = submitted_at
+        self.deadline_limit = deadline_limit
+        self.retry_policy = RetryPolicy.from_dict(retry_policy)
+        self.read_timeout = read_timeout
 
     @classmethod
-    def for_wait(cls, wait: Wait, ltx2_conn_id: str, submitted_at: str | None) -> Ltx2VideoTrigger:
-        """The trigger that carries on ``wait`` in the triggerer (same job, deadline and interval)."""
+    def for_wait(cls, wait: Wait, hook: Ltx2Hook, submitted_at: str | None) -> Ltx2VideoTrigger:
+        """The trigger that carries on ``wait`` in the triggerer (same job, deadline, interval and retries)."""
         return cls(
             request_id=wait.job.request_id,
             deadline=wait.deadline,
             polling_url=wait.job.polling_url,
-            ltx2_conn_id=ltx2_conn_id,
+            ltx2_conn_id=hook.ltx2_conn_id,
             poll_interval=wait.poll_interval,
             submitted_at=submitted_at,
+            deadline_limit=wait.limit,
+            retry_policy=hook.retry_policy.to_dict(),
+            read_timeout=hook.read_timeout,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
+            _classpath(self),
             {
                 "request_id": self.request_id,
                 "deadline": self.deadline,
@@ -69,26 +96,140 @@ class Ltx2VideoTrigger(BaseTrigger):
                 "ltx2_conn_id": self.ltx2_conn_id,
                 "poll_interval": self.poll_interval,
                 "submitted_at": self.submitted_at,
+                "deadline_limit": self.deadline_limit,
+                "retry_policy": self.retry_policy.to_dict(),
+                "read_timeout": self.read_timeout,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         job = Job(self.request_id, self.polling_url)
-        wait = Wait(job, deadline=self.deadline, poll_interval=self.poll_interval)
-        hook = Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id)
+        wait = Wait(job, deadline=self.deadline, poll_interval=self.poll_interval, limit=self.deadline_limit)
+        hook = Ltx2Hook(self.ltx2_conn_id, retry_policy=self.retry_policy, read_timeout=self.read_timeout)
         try:
-            gateway = await hook.agateway()
-            async with hook.async_session() as session:
-                # Triggers created together (a mapped task, a triggerer restart) spread their first polls
-                # over one interval instead of all hitting the gateway at once.
-                await asyncio.sleep(random.uniform(0, wait.next_delay()))
-                while not wait.expired():
-                    status = await hook.aget_status(session, gateway, job, deadline=self.deadline)
-                    if wait.observe(status, self.log):
-                        yield TriggerEvent(finished_event(job, status, self.submitted_at))
-                        return
-                    await asyncio.sleep(wait.next_delay())
+            async with hook.aconnect() as gateway:
+                with _running_job(gateway):
+                    # Triggers created together (a mapped task, a triggerer restart) spread their first
+                    # polls over one interval instead of all hitting the gateway at once.
+                    await asyncio.sleep(random.uniform(0, wait.next_delay()))
+                    while not wait.expired():
+                        try:
+                            status = await hook.aget_status(job, deadline=self.deadline)
+                        except Ltx2Throttled:  # throttled up to the deadline: a timeout, not a failure
+                            continue
+                        if wait.observe(status, self.log):
+                            room_freed(gateway)
+                            yield TriggerEvent(finished_event(job, status, self.submitted_at))
+                            return
+                        await asyncio.sleep(wait.next_delay())
         except Ltx2Error as error:
             yield TriggerEvent(error_event(job, error))
             return
         yield TriggerEvent(timeout_event(wait))
+
+
+class Ltx2CapacityTrigger(BaseTrigger):
+    """Wait, without a worker slot, until a throttled task should try its submit again; emit one event.
+
+    It wakes when a job on the same gateway finishes in this triggerer (the longest-waiting task first,
+    one per finished job, never sooner than the gateway's ``Retry-After``), or when its fallback timer
+    runs out (room freed by another triggerer or client), or at the deadline (a timeout event). The
+    kwargs are the connection id and the ``RoomWait`` (numbers and the limit's name): no secret.
+    """
+
+    def __init__(self, room: dict[str, Any], ltx2_conn_id: str = Ltx2Hook.default_conn_name) -> None:
+        super().__init__()
+        self.room = RoomWait.from_dict(room)
+        self.ltx2_conn_id = ltx2_conn_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return _classpath(self), {"room": self.room.to_dict(), "ltx2_conn_id": self.ltx2_conn_id}
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        room = self.room
+        queue = _room_queue(await Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id).agateway())
+        woken_by = await queue.wait(room)
+        if woken_by is None:
+            yield TriggerEvent({"status": EVENT_TIMEOUT, "room": room.to_dict(), "message": room.timeout_message()})
+            return
+        yield TriggerEvent(room_event(room, woken_by))
+
+
+# --------------------------------------------------------------------------------------------------
+# Who waits for room on which gateway, in this triggerer's event loop.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _RoomQueue:
+    """The capacity triggers of one gateway in one event loop, longest-waiting first, and its running jobs.
+
+    A finished job frees one slot, so it wakes one waiter: waking them all would send every waiting task
+    back to a worker to meet one free slot. While jobs of the gateway run in this loop, room will come
+    through here, so the fallback timers stay long and restart whenever a job finishes; with none
+    running, the head of the queue watches the gateway's Retry-After instead.
+    """
+
+    waiters: list[tuple[float, int, asyncio.Future[None]]] = field(default_factory=list)
+    running: int = 0  # video triggers of this gateway polling in this loop
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    order: itertools.count[int] = field(default_factory=itertools.count)
+
+    def wake_one(self) -> None:
+        while self.waiters:
+            _, _, future = heapq.heappop(self.waiters)
+            if not future.done():
+                future.set_result(None)
+                break
+        self.finished.set()
+        self.finished = asyncio.Event()
+
+    def _is_head(self, future: asyncio.Future[None]) -> bool:
+        while self.waiters and self.waiters[0][2].done():
+            heapq.heappop(self.waiters)
+        return bool(self.waiters) and self.waiters[0][2] is future
+
+    async def wait(self, room: RoomWait) -> str | None:
+        """Until woken by a finish ("finish"), the fallback timer ("timer") or the deadline (None)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.waiters, (room.since or time.time(), next(self.order), future))
+        try:
+            while True:
+                fallback = room.fallback_delay(head=self.running == 0 and self._is_head(future))
+                finished: asyncio.Future[Any] = asyncio.ensure_future(self.finished.wait())
+                either: set[asyncio.Future[Any]] = {future, finished}
+                done, _ = await asyncio.wait(either, timeout=fallback, return_when=asyncio.FIRST_COMPLETED)
+                finished.cancel()
+                if future in done:
+                    await asyncio.sleep(max(0.0, room.not_before() - time.time()))
+                    return None if room.expired() else "finish"
+                if not done:  # the timer ran out with no job finishing here
+                    return None if room.expired() else "timer"
+        finally:
+            future.cancel()
+
+
+_ROOM_QUEUES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Gateway, _RoomQueue]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _room_queue(gateway: Gateway) -> _RoomQueue:
+    queues = _ROOM_QUEUES.setdefault(asyncio.get_running_loop(), {})
+    return queues.setdefault(gateway, _RoomQueue())
+
+
+@contextmanager
+def _running_job(gateway: Gateway) -> Iterator[None]:
+    """Count a video trigger of ``gateway`` as running in this loop; when its job finishes, free one slot."""
+    queue = _room_queue(gateway)
+    queue.running += 1
+    try:
+        yield
+    finally:
+        queue.running -= 1
+
+
+def room_freed(gateway: Gateway) -> None:
+    """A job on ``gateway`` finished in this event loop: let the longest-waiting task try its submit."""
+    _room_queue(gateway).wake_one()
