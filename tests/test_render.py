@@ -13,12 +13,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
+from itertools import product
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from airflow_provider_ltx2.api import ASPECT_RATIOS, RESOLUTIONS
 from airflow_provider_ltx2.simulator import render as clips
 from airflow_provider_ltx2.simulator.__main__ import main as simulator_main
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
@@ -59,6 +61,13 @@ RENDER_DEADLINE = 90.0
 )
 def test_frame_size_names_the_short_side(resolution: str, aspect_ratio: str, size: tuple[int, int]) -> None:
     assert clips.frame_size(resolution, aspect_ratio) == size
+
+
+def test_every_size_the_request_contract_accepts_has_an_even_frame() -> None:
+    """Frame sizes are read from the names in the contract's tables, so a name added there must still work."""
+    for resolution, aspect_ratio in product(RESOLUTIONS, ASPECT_RATIOS):
+        width, height = clips.frame_size(resolution, aspect_ratio)
+        assert width % 2 == 0 and height % 2 == 0 and min(width, height) >= 720, (resolution, aspect_ratio)
 
 
 def test_spec_defaults_are_6_seconds_24_fps_1080p_16_9() -> None:

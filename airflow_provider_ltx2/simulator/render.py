@@ -28,8 +28,6 @@ DEFAULT_DURATION = 6
 DEFAULT_FPS = 24
 DEFAULT_RESOLUTION = "1080p"
 DEFAULT_ASPECT_RATIO = "16:9"
-SHORT_SIDE = {"720p": 720, "1080p": 1080, "2160p": 2160}
-ASPECTS = {"16:9": (16, 9), "9:16": (9, 16), "1:1": (1, 1)}
 
 ZOOM = 1.2  # the last frame shows the middle 1/ZOOM of the first one
 FETCH_TIMEOUT_SECONDS = 3.0
@@ -69,9 +67,12 @@ class RenderSpec:
 
 
 def frame_size(resolution: str, aspect_ratio: str) -> tuple[int, int]:
-    """(width, height): the resolution names the short side, e.g. 1080p 9:16 is 1080x1920."""
-    short = SHORT_SIDE[resolution]
-    across, down = ASPECTS[aspect_ratio]
+    """(width, height): the resolution names the short side, e.g. 1080p 9:16 is 1080x1920.
+
+    Both are read from the names themselves, so every value the request contract accepts has a size.
+    """
+    short = int(resolution.removesuffix("p"))
+    across, down = (int(part) for part in aspect_ratio.split(":"))
     if across >= down:
         return _even(short * across / down), short
     return short, _even(short * down / across)

@@ -8,16 +8,28 @@ time since submit, so a restarted simulator (``--state-file``) resumes its jobs 
 With ``render`` on (``--render``, and the ``render`` extra installed), a finished job's MP4 is rendered to
 honour its request (see :mod:`.render`): in one background thread, started when a poll first sees the job
 processing, written to a temporary directory, and the job reports done only once its file is there.
+
+Gateway limits (see :mod:`.limits`), off unless set by ``--max-concurrent-jobs`` / ``--rate-limit-per-minute``
+or the config fields ``max_concurrent_jobs`` / ``rate_limit_per_minute``: a submit while that many jobs
+are queued or processing, or any submit or poll beyond that many a minute, is answered 429 with
+``Retry-After`` and ``{"error": {"type": "concurrency_limit_error" | "rate_limit_error", "message"}}``.
+A refused call creates no job and does not count in the rate window. Checks run in the gateway's order:
+scripted faults (the proxy in front), the key (401), the rate limit, the request's validation (400),
+then the concurrency limit. Every reply carries an ``x-request-id`` header, as the real one's do.
+
+``--tls-cert`` / ``--tls-key`` serve https; the links in replies then say https too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
 import signal
+import ssl
 import struct
 import sys
 import tempfile
@@ -36,14 +48,21 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from airflow_provider_ltx2.api import (
+    ASPECT_RATIOS,
+    DURATION_RANGE,
+    FPS_VALUES,
+    KEY_HEADER,
+    REQUEST_FIELDS,
+    RESOLUTIONS,
+    RESULT_PATH,
+    STATUS_PATH,
+    SUBMIT_PATH,
+)
+from airflow_provider_ltx2.simulator import DEFAULT_KEY, limits
 from airflow_provider_ltx2.simulator import render as clips
 
 MODEL_ID = "ltx-2-video-api-581"
-SUBMIT_PATH = f"/{MODEL_ID}/v1/ltx-2-video-api-request"
-RESULT_PATH = f"/{MODEL_ID}/v1/ltx-2-video-api-request-result"
-STATUS_PATH = "/v2/requests/status/{request_id}"
-KEY_HEADER = "Ocp-Apim-Subscription-Key"
-DEFAULT_KEY = "sim-key"
 
 PROTOCOLS = ("legacy", "universal")
 OUTCOMES = ("succeed", "fail", "error", "never_finish", "unknown_status")
@@ -97,6 +116,8 @@ class SimConfig:
     video_padding_bytes: int = 0
     response_delay_seconds: float = 0.0
     render: str = "sample"
+    max_concurrent_jobs: int | None = None  # None or 0: unlimited
+    rate_limit_per_minute: int | None = None  # None or 0: unlimited
     faults: list[Fault] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -118,6 +139,13 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
 def _padding(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or 0 < value < 8:
         raise ValueError("video_padding_bytes must be 0 or an integer >= 8 (an MP4 box needs an 8-byte header)")
+    return value
+
+
+def limit_setting(name: str, value: Any) -> int | None:
+    """Validate a gateway limit: None or 0 (unlimited) or a positive integer."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"{name} must be a non-negative integer or null (0 or null: unlimited)")
     return value
 
 
@@ -169,6 +197,8 @@ def apply_config(config: SimConfig, raw: Any) -> SimConfig:
             changes[name] = _padding(value)
         elif name == "render":
             changes[name] = render_mode(value)
+        elif name in ("max_concurrent_jobs", "rate_limit_per_minute"):
+            changes[name] = limit_setting(name, value)
         elif name == "faults":
             if not isinstance(value, list):
                 raise ValueError("faults must be a list")
@@ -179,12 +209,7 @@ def apply_config(config: SimConfig, raw: Any) -> SimConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Submit validation, written from the table in API.md section 2 (independently of the provider's own).
-
-RESOLUTIONS = ("720p", "1080p", "2160p")
-ASPECT_RATIOS = ("16:9", "9:16", "1:1")
-FPS_VALUES = (24, 25, 30)
-SUBMIT_FIELDS = ("image_url", "prompt", "duration", "resolution", "aspect_ratio", "fps", "generate_audio")
+# Submit validation: the contract's tables come from the provider's api module, the checks are our own.
 
 
 def _is_int(value: Any) -> bool:
@@ -207,7 +232,7 @@ def _url_problem(value: Any) -> str | None:
 def validate_submit(body: dict[str, Any]) -> tuple[str, str] | None:
     """Return ``(field, reason)`` for the first problem in a submit body, or None when it is valid."""
     for name in body:
-        if name not in SUBMIT_FIELDS:
+        if name not in REQUEST_FIELDS:
             return name, "is not a known field"
     for name in ("image_url", "prompt"):
         if name not in body:
@@ -218,11 +243,12 @@ def validate_submit(body: dict[str, Any]) -> tuple[str, str] | None:
     prompt = body["prompt"]
     if not isinstance(prompt, str) or not prompt.strip():
         return "prompt", "must be a non-empty string"
+    low, high = DURATION_RANGE
     checks: dict[str, tuple[Callable[[Any], bool], str]] = {
-        "duration": (lambda v: _is_int(v) and 2 <= v <= 10, "must be an integer from 2 to 10"),
+        "duration": (lambda v: _is_int(v) and low <= v <= high, f"must be an integer from {low} to {high}"),
         "resolution": (lambda v: v in RESOLUTIONS, f"must be one of {', '.join(RESOLUTIONS)}"),
         "aspect_ratio": (lambda v: v in ASPECT_RATIOS, f"must be one of {', '.join(ASPECT_RATIOS)}"),
-        "fps": (lambda v: _is_int(v) and v in FPS_VALUES, "must be one of 24, 25, 30"),
+        "fps": (lambda v: _is_int(v) and v in FPS_VALUES, f"must be one of {', '.join(map(str, FPS_VALUES))}"),
         "generate_audio": (lambda v: isinstance(v, bool), "must be a boolean"),
     }
     for name, (ok, reason) in checks.items():
@@ -309,6 +335,7 @@ class Simulator:
         self.sample = SAMPLE_MP4.read_bytes()
         self.zeros = bytes(CHUNK_BYTES)
         self.renders: dict[str, asyncio.Future[Path | None]] = {}
+        self.rendered_at: dict[str, float] = {}  # when each clip in ``renders`` was written
         self.render_dir: Path | None = None
         self.render_pool: ThreadPoolExecutor | None = None
         self.stopping = threading.Event()
@@ -316,7 +343,10 @@ class Simulator:
         self.load_state()
 
     def reset_counters(self) -> None:
+        """Zero the counters and the limits' state (the rate window); jobs are not touched."""
         self.counts = {"submits": 0, "polls": 0, "downloads": 0, "keys_seen_ok": 0, "keys_seen_bad": 0}
+        self.throttled = {"submit": 0, "poll": 0}  # 429s answered by the limits, not by scripted faults
+        self.rate_window = limits.RateWindow()
         self.recorded: deque[Any] = deque(maxlen=MAX_RECORDED_REQUESTS)
 
     def reset(self) -> None:
@@ -327,7 +357,18 @@ class Simulator:
         self.save_state()
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counts, "jobs": len(self.jobs), "requests": list(self.recorded)}
+        now = time.time()
+        job_times = [
+            {"request_id": job.request_id, "started": job.created, "ended": self.ended(job, now)}
+            for job in self.jobs.values()
+        ]
+        return {
+            **self.counts,
+            "jobs": len(self.jobs),
+            "job_times": job_times,
+            "throttled": dict(self.throttled),
+            "requests": list(self.recorded),
+        }
 
     # state file -------------------------------------------------------------------------------------
 
@@ -387,6 +428,45 @@ class Simulator:
                 return "processing"
         return phase
 
+    def ended(self, job: Job, now: float) -> float | None:
+        """When ``job`` freed its slot (stopped being queued or processing), or None while it holds it.
+
+        That is the end of its processing time; a rendered job's clip may take longer, and the API shows
+        it processing until the clip is written. A ``never_finish`` job holds its slot for ever.
+        """
+        if job.outcome == "never_finish" or now < job.finished:
+            return None
+        if job.render and job.outcome == "succeed":
+            rendered = self.rendered_at.get(job.request_id)
+            return None if rendered is None else max(job.finished, rendered)
+        return job.finished
+
+    def slots_busy_until(self, now: float) -> list[float | None]:
+        """When each job holding a slot at ``now`` is due to free it: None never, ``now`` while rendering.
+
+        Each job is looked at as a poll would (which starts a due render), so one nobody polls frees its
+        slot too.
+        """
+        busy: list[float | None] = []
+        for job in self.jobs.values():
+            self.phase(job, now)
+            if self.ended(job, now) is None:
+                busy.append(None if job.outcome == "never_finish" else max(job.finished, now))
+        return busy
+
+    def concurrency_refusal(self, now: float) -> web.Response | None:
+        """The 429 for a submit while every slot of the key is busy, or None when one is free."""
+        cap = self.config.max_concurrent_jobs
+        if not cap:
+            return None
+        busy = self.slots_busy_until(now)
+        wait = limits.concurrency_wait(busy, cap, now)
+        if wait is None:
+            return None
+        self.throttled["submit"] += 1
+        message = f"Too many concurrent generations: {len(busy)} running, {cap} allowed per key."
+        return limit_response(limits.CONCURRENCY_ERROR, wait, message)
+
     def video_size(self, job: Job) -> int:
         """What a download of the finished ``job`` serves: its clip (or the sample), then the padding."""
         clip = self.clip(job)
@@ -406,8 +486,14 @@ class Simulator:
             path = self.render_dir / f"{job.request_id}.mp4"
             loop = asyncio.get_running_loop()
             rendering = loop.run_in_executor(self.render_pool, self.render_clip, spec, job.params["image_url"], path)
+            rendering.add_done_callback(functools.partial(self.rendered, job.request_id))
             self.renders[job.request_id] = rendering
         return rendering
+
+    def rendered(self, request_id: str, rendering: asyncio.Future[Path | None]) -> None:
+        """Note when a clip was written (or given up), unless a reset forgot it meanwhile."""
+        if self.renders.get(request_id) is rendering:
+            self.rendered_at[request_id] = time.time()
 
     def render_clip(self, spec: clips.RenderSpec, image_url: str, path: Path) -> Path | None:
         """Runs on the render thread: the clip's path, or None (serve the sample) if it cannot be made."""
@@ -432,6 +518,7 @@ class Simulator:
         for rendering in self.renders.values():
             rendering.add_done_callback(_delete_clip)
         self.renders.clear()
+        self.rendered_at.clear()
 
     async def close(self, _app: web.Application | None = None) -> None:
         """Stop a render in progress (it checks between frames) and remove the clips' directory."""
@@ -453,10 +540,11 @@ class Simulator:
         return None
 
     async def gate(self, request: web.Request, kind: str, check_key: bool) -> web.StreamResponse | None:
-        """Count the call, apply the slow-answer delay and any scripted fault, then check the key.
+        """Count the call, apply the slow-answer delay and any scripted fault, check the key, then the rate.
 
         Returns the response to send instead of the real handler's, or None to go on. Faults come before
-        the key check because in the real system they come from the proxy in front of the service.
+        the key check because in the real system they come from the proxy in front of the service; only
+        calls with the right key reach the rate limit.
         """
         self.counts[{"submit": "submits", "poll": "polls", "download": "downloads"}[kind]] += 1
         supplied = request.headers.get(KEY_HEADER)
@@ -467,10 +555,17 @@ class Simulator:
         fault = self.take_fault(kind)
         if fault is not None:
             return fault_response(request, fault)
-        if check_key and supplied != self.key:
+        if not check_key:
+            return None
+        if supplied != self.key:
             message = MISSING_KEY_MESSAGE if not supplied else INVALID_KEY_MESSAGE
             return web.json_response({"statusCode": 401, "message": message}, status=401)
-        return None
+        rate = self.config.rate_limit_per_minute
+        wait = self.rate_window.admit(rate, time.monotonic())
+        if wait is None:
+            return None
+        self.throttled[kind] += 1
+        return limit_response(limits.RATE_ERROR, wait, f"Rate limit exceeded: {rate} requests a minute per key.")
 
 
 def _delete_clip(rendering: asyncio.Future[Path | None]) -> None:
@@ -478,6 +573,12 @@ def _delete_clip(rendering: asyncio.Future[Path | None]) -> None:
         clip = rendering.result()
         if clip is not None:
             clip.unlink(missing_ok=True)
+
+
+def limit_response(error_type: str, retry_after: int, message: str) -> web.Response:
+    """A 429 from a gateway limit, in the shape of Lightricks' API."""
+    body = {"error": {"type": error_type, "message": f"{message} Retry after {retry_after} s."}}
+    return web.json_response(body, status=429, headers={"Retry-After": str(retry_after)})
 
 
 def fault_response(request: web.Request, fault: Fault) -> web.StreamResponse:
@@ -547,6 +648,9 @@ async def submit(request: web.Request) -> web.StreamResponse:
     problem = validate_submit(body)
     if problem is not None:
         return _bad_request(*problem)
+    refusal = sim.concurrency_refusal(time.time())
+    if refusal is not None:
+        return refusal
     job = sim.create_job(body)
     if job.protocol == "legacy":
         message = "Video generation request queued successfully."
@@ -699,6 +803,11 @@ async def sim_set_config(request: web.Request) -> web.StreamResponse:
     return web.json_response(sim.config.to_json())
 
 
+async def _add_request_id(_request: web.Request, response: web.StreamResponse) -> None:
+    """Give every reply its own ``x-request-id``, as the real gateway's replies carry one."""
+    response.headers.setdefault("x-request-id", uuid.uuid4().hex)
+
+
 def create_app(
     config: SimConfig | None = None, key: str = DEFAULT_KEY, state_file: Path | None = None
 ) -> web.Application:
@@ -706,6 +815,7 @@ def create_app(
     app = web.Application()
     app[SIM] = Simulator(config or SimConfig(), key, state_file)
     app.on_cleanup.append(app[SIM].close)
+    app.on_response_prepare.append(_add_request_id)
     app.router.add_post(SUBMIT_PATH, submit)
     app.router.add_post(RESULT_PATH, legacy_result)
     app.router.add_get(STATUS_PATH, universal_status)
@@ -717,22 +827,35 @@ def create_app(
     return app
 
 
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The server side of https from PEM files (``cert`` may hold the whole chain); OSError if unusable."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 async def serve(
     host: str = "127.0.0.1",
     port: int = 8089,
     config: SimConfig | None = None,
     key: str = DEFAULT_KEY,
     state_file: Path | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM; prints the listening line (with the real port) once it accepts."""
+    """Run until SIGINT/SIGTERM; prints the listening line (with the real port) once it accepts.
+
+    With ``ssl_context`` it serves https only.
+    """
     runner = web.AppRunner(create_app(config, key, state_file), access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=4096)  # thousands of pollers may connect at once
+        # backlog: thousands of pollers may connect at once
+        site = web.TCPSite(runner, host, port, backlog=4096, ssl_context=ssl_context)
         await site.start()
         real_port = runner.addresses[0][1]
         shown = f"[{host}]" if ":" in host else host
-        print(f"ltx2-simulator listening on http://{shown}:{real_port}", flush=True)
+        scheme = "https" if ssl_context is not None else "http"
+        print(f"ltx2-simulator listening on {scheme}://{shown}:{real_port}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
