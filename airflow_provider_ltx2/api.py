@@ -1,8 +1,9 @@
 """Everything this provider knows about the gateway's HTTP API, as pure functions.
 
-Paths, headers, the request contract, status normalisation, video URL extraction, error mapping and
-the retry policy live here once; the sync path (operator, sensor) and the async path (trigger) both
-use them, so the two can never disagree about what a reply means.
+The request checks, status normalisation, video URL extraction, error mapping and the retry policy live
+here once (the contract's plain constants, paths and tables, in ``contract``); the sync path (operator,
+sensor) and the async path (trigger) both use them, so the two can never disagree about what a reply
+means.
 """
 
 from __future__ import annotations
@@ -19,6 +20,18 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from airflow_provider_ltx2.contract import (
+    ASPECT_RATIOS,
+    DURATION_RANGE,
+    FPS_VALUES,
+    KEY_HEADER,
+    PRICE_PER_VIDEO_USD,
+    REQUEST_FIELDS,
+    RESOLUTIONS,
+    RESULT_PATH,
+    STATUS_PATH,
+    SUBMIT_PATH,
+)
 from airflow_provider_ltx2.exceptions import (
     Ltx2AuthError,
     Ltx2Error,
@@ -31,21 +44,9 @@ from airflow_provider_ltx2.exceptions import (
 )
 from airflow_provider_ltx2.get_provider_info import DEFAULT_BASE_URL
 
-SUBMIT_PATH = "/ltx-2-video-api-581/v1/ltx-2-video-api-request"
-RESULT_PATH = "/ltx-2-video-api-581/v1/ltx-2-video-api-request-result"
-STATUS_PATH = "/v2/requests/status/{request_id}"
-KEY_HEADER = "Ocp-Apim-Subscription-Key"
-PRICE_PER_VIDEO_USD = 0.60
-
 # --------------------------------------------------------------------------------------------------
 # The request: validated before anything is sent, because every accepted submit costs money.
 # --------------------------------------------------------------------------------------------------
-
-DURATION_RANGE = (2, 10)
-RESOLUTIONS = ("720p", "1080p", "2160p")
-ASPECT_RATIOS = ("16:9", "9:16", "1:1")
-FPS_VALUES = (24, 25, 30)
-REQUEST_FIELDS = ("image_url", "prompt", "duration", "resolution", "aspect_ratio", "fps", "generate_audio")
 
 
 def build_request(
@@ -594,3 +595,17 @@ def gateway_from_connection(conn_id: str, host: str | None, password: str | None
             f"{DEFAULT_BASE_URL!r}."
         )
     return Gateway(base_url=base_url.rstrip("/"), key=password.strip())
+
+
+__all__ = [  # the contract's constants, re-exported: callers import the gateway's knowledge from here
+    "ASPECT_RATIOS",
+    "DURATION_RANGE",
+    "FPS_VALUES",
+    "KEY_HEADER",
+    "PRICE_PER_VIDEO_USD",
+    "REQUEST_FIELDS",
+    "RESOLUTIONS",
+    "RESULT_PATH",
+    "STATUS_PATH",
+    "SUBMIT_PATH",
+]

@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from airflow_provider_ltx2.api import (
+from airflow_provider_ltx2.contract import (
     ASPECT_RATIOS,
     DURATION_RANGE,
     FPS_VALUES,
