@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end tests in a real Airflow deployment (tests/e2e/).
 #
-#   scripts/e2e.sh [pytest arguments]        e.g.  scripts/e2e.sh -k triggerer -x
+#   scripts/e2e.sh [pytest arguments]            e.g.  scripts/e2e.sh -k triggerer -x
+#   scripts/e2e.sh tests/e2e/test_batches.py -x  only the tests named (default: all of tests/e2e)
+#   scripts/e2e.sh --celery [pytest arguments]   the CeleryExecutor deployment (tests/e2e/test_celery.py)
 #
 # What it does:
 #   1. makes or reuses the project's virtualenv (scripts/bootstrap.sh) and adds what the deployment needs:
@@ -12,19 +14,53 @@
 #   4. runs `pytest tests/e2e`, which migrates the metadata DB and starts the api-server, the scheduler
 #      (LocalExecutor), the dag-processor and the triggerer(s) as separate processes, plus the LTX-2
 #      simulator, then triggers DAG runs through the REST API and checks what happened.
+# With --celery it also installs the Celery provider (into the virtualenv) and Debian's `redis-server`
+# when missing, starts a private Redis on a free loopback port as the broker, and runs
+# tests/e2e/test_celery.py: the deployment of docker-compose.yaml, with two Celery workers.
 # Everything started is stopped by pid on exit, also on failure, on Ctrl-C and at the time bound.
-# Takes about 10 minutes on 2 cores.
+# Takes about 15 minutes on 2 cores (all of tests/e2e), 5 with --celery.
 #
 # Environment:
 #   LTX2_E2E_TIMEOUT   bound on the pytest run, as for timeout(1) (default 40m)
 #   LTX2_E2E_KEEP=1    keep the work directory (component logs, task logs, DB log) after a pass;
 #                      it is always kept after a failure, and its path printed
+CELERY=0
+if [ "${1:-}" = --celery ]; then
+    CELERY=1
+    shift
+fi
 source "$(dirname "$0")/bootstrap.sh"
 
 if ! python -c "import psycopg2, asyncpg, hypothesis, airflow.providers.postgres" 2>/dev/null; then
     echo "Installing the deployment's extras into $VENV..." >&2
     python -m pip install -q -c scripts/constraints.txt "apache-airflow[postgres]==$AIRFLOW_VERSION" hypothesis
 fi
+# The Celery provider (3.26) imports celery.backends.database.retry, which celery 5.7 no longer has.
+if [ "$CELERY" = 1 ] && ! python -c "import airflow.providers.celery; from celery.backends.database import retry" 2>/dev/null
+then
+    echo "Installing the Celery provider into $VENV..." >&2
+    python -m pip install -q -c scripts/constraints.txt "apache-airflow==$AIRFLOW_VERSION" \
+        apache-airflow-providers-celery "celery[redis]<5.7"
+fi
+
+# Install Debian packages (needs root) without letting them start their default servers: this script
+# runs its own, in its work directory.
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "Missing server binaries: install Debian's $* package(s) (as root)." >&2
+        exit 1
+    fi
+    echo "Installing $* (Debian packages)..." >&2
+    (
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod 755 /usr/sbin/policy-rc.d
+        fi
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    )
+}
 
 find_pg_bin() {
     local dir
@@ -35,23 +71,12 @@ find_pg_bin() {
 }
 PG_BIN="$(find_pg_bin)"
 if [ -z "$PG_BIN" ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "PostgreSQL server binaries not found: install Debian's postgresql package (as root)." >&2
-        exit 1
-    fi
-    echo "Installing PostgreSQL (Debian package)..." >&2
-    (
-        # Keep the package from starting its default cluster (this script runs its own), only while installing.
-        if [ ! -e /usr/sbin/policy-rc.d ]; then
-            trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-            chmod 755 /usr/sbin/policy-rc.d
-        fi
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
-    )
+    apt_install postgresql
     PG_BIN="$(find_pg_bin)"
     [ -n "$PG_BIN" ] || { echo "PostgreSQL installed, but no initdb/pg_ctl under /usr/lib/postgresql" >&2; exit 1; }
+fi
+if [ "$CELERY" = 1 ] && ! command -v redis-server >/dev/null; then
+    apt_install redis-server
 fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ltx2-e2e.XXXXXX")"
@@ -64,6 +89,7 @@ else
     as_pg() { "$@"; }
 fi
 PG_PID=""
+REDIS_PID=""
 
 # Stop, by pid, whatever is still running: the deployment's processes (pytest stops them itself; this is
 # for a crash or the time bound) and the PostgreSQL server.
@@ -91,11 +117,12 @@ cleanup() {
     fi
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do stop_pid "$pid" 20; done
+    if [ -n "$REDIS_PID" ]; then stop_pid "$REDIS_PID" 10; fi
     if [ -n "$PG_PID" ]; then stop_pid "$PG_PID" 30 INT; fi  # SIGINT: PostgreSQL's fast shutdown
     if [ "$status" = 0 ] && [ "${LTX2_E2E_KEEP:-0}" != 1 ]; then
         rm -rf "$WORK"
     else
-        echo "e2e work directory kept: $WORK (components/*.log, airflow-home/logs, pg/postgres.log)" >&2
+        echo "e2e work directory kept: $WORK (components/*.log, airflow-home/logs, pg/postgres.log, redis/)" >&2
     fi
     exit "$status"
 }
@@ -119,10 +146,33 @@ PG_PID="$(head -n 1 "$WORK/pg/data/postmaster.pid")"
 PGPASSWORD="$PG_PASSWORD" "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U airflow -d postgres -q \
     -c "CREATE DATABASE airflow"
 
+TARGET=tests/e2e
+if [ "$CELERY" = 1 ]; then
+    TARGET=tests/e2e/test_celery.py
+    mkdir -p "$WORK/redis"
+    REDIS_PORT="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    echo "== Redis ($(command -v redis-server)) on 127.0.0.1:$REDIS_PORT, in $WORK/redis" >&2
+    # In memory only (no snapshots, no append-only file): the broker lives as long as this run.
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK/redis" --logfile "$WORK/redis/redis.log" \
+        --daemonize no --save "" --appendonly no >/dev/null 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 100); do
+        if [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; then break; fi
+        kill -0 "$REDIS_PID" 2>/dev/null || { cat "$WORK/redis/redis.log" >&2; exit 1; }
+        sleep 0.2
+    done
+    [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || { echo "Redis did not start" >&2; exit 1; }
+    export LTX2_E2E_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+fi
+# The tests named on the command line, or all of $TARGET.
+for arg in "$@"; do
+    if [ -e "${arg%%::*}" ]; then TARGET=""; break; fi
+done
+
 export LTX2_E2E_DATABASE_URL="postgresql+psycopg2://airflow:$PG_PASSWORD@127.0.0.1:$PG_PORT/airflow"
 export LTX2_E2E_PG_BIN="$PG_BIN"
 export LTX2_E2E_WORKDIR="$WORK/deployment"
-echo "== pytest tests/e2e (bound: ${LTX2_E2E_TIMEOUT:-40m})" >&2
+echo "== pytest ${TARGET:-$*} (bound: ${LTX2_E2E_TIMEOUT:-40m})" >&2
 # timeout(1) sends SIGTERM at the bound: the e2e conftest turns it into an interruption, so pytest still
 # stops the deployment; the trap above catches whatever is left.
-timeout --foreground --kill-after=60s "${LTX2_E2E_TIMEOUT:-40m}" python -m pytest tests/e2e -q -rA --durations=0 "$@"
+timeout --foreground --kill-after=60s "${LTX2_E2E_TIMEOUT:-40m}" python -m pytest $TARGET -q -rA --durations=0 "$@"

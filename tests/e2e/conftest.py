@@ -1,7 +1,8 @@
-"""The end-to-end session: one real Airflow deployment (see ``deployment.py``) shared by every e2e test.
+"""The end-to-end sessions: real Airflow deployments (see ``deployment.py``) shared by the e2e tests.
 
-It needs a PostgreSQL server, which ``scripts/e2e.sh`` starts and announces through
-``LTX2_E2E_DATABASE_URL`` (and ``LTX2_E2E_PG_BIN``, where ``pg_dump`` is). Without them, as in the
+They need a PostgreSQL server, which ``scripts/e2e.sh`` starts and announces through
+``LTX2_E2E_DATABASE_URL`` (and ``LTX2_E2E_PG_BIN``, where ``pg_dump`` is); the Celery deployment also
+needs the Redis broker of ``scripts/e2e.sh --celery`` (``LTX2_E2E_REDIS_URL``). Without them, as in the
 default test suite, the e2e tests are skipped.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.deployment import Deployment
+from tests.e2e.deployment import CELERY_WORKERS, Deployment
 
 DEFAULT_TIMINGS = {"queue_seconds": 1, "processing_seconds": 20}
 
@@ -23,8 +24,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@pytest.fixture(scope="session")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def _deploy(tmp_path_factory: pytest.TempPathFactory, broker_url: str | None = None) -> Iterator[Deployment]:
     database_url = os.environ.get("LTX2_E2E_DATABASE_URL")
     if not database_url:
         pytest.skip("the end-to-end tests need PostgreSQL: run scripts/e2e.sh")
@@ -32,7 +32,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     signal.signal(signal.SIGTERM, _interrupt)
     workdir = os.environ.get("LTX2_E2E_WORKDIR")
     root = Path(workdir) if workdir else tmp_path_factory.mktemp("e2e")
-    deployed = Deployment(database_url, Path(os.environ.get("LTX2_E2E_PG_BIN", "/usr/bin")), root)
+    pg_bin = Path(os.environ.get("LTX2_E2E_PG_BIN", "/usr/bin"))
+    deployed = Deployment(database_url, pg_bin, root, broker_url=broker_url)
     try:
         deployed.up()
     except BaseException:
@@ -43,6 +44,31 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     deployed.stop_all()
 
 
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The LocalExecutor deployment."""
+    yield from _deploy(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def celery_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The CeleryExecutor deployment: Redis broker, two workers, two triggerers."""
+    broker_url = os.environ.get("LTX2_E2E_REDIS_URL")
+    if not broker_url:
+        pytest.skip("the CeleryExecutor tests need Redis: run scripts/e2e.sh --celery")
+    yield from _deploy(tmp_path_factory, broker_url)
+
+
+def _ready(deployment: Deployment) -> Deployment:
+    """Every component alive and a reset simulator (no jobs, zero counters, the default timings)."""
+    for name in deployment.components:
+        deployment.check_alive(name)
+    assert deployment.sim is not None
+    deployment.sim.reset()
+    deployment.sim.configure(**DEFAULT_TIMINGS)
+    return deployment
+
+
 @pytest.fixture
 def e2e(deployment: Deployment) -> Deployment:
     """The deployment with every component up, one triggerer, and a reset simulator (no jobs, zero counters)."""
@@ -50,9 +76,13 @@ def e2e(deployment: Deployment) -> Deployment:
         deployment.stop(name)  # left over by a failed test
     if "triggerer" not in deployment.components:
         deployment.start_triggerer("triggerer")
-    for name in deployment.components:
-        deployment.check_alive(name)
-    assert deployment.sim is not None
-    deployment.sim.reset()
-    deployment.sim.configure(**DEFAULT_TIMINGS)
-    return deployment
+    return _ready(deployment)
+
+
+@pytest.fixture
+def celery(celery_deployment: Deployment) -> Deployment:
+    """The Celery deployment with both workers up (a test may have killed one) and a reset simulator."""
+    for name in CELERY_WORKERS:
+        if name not in celery_deployment.components:
+            celery_deployment.start_celery_worker(name)
+    return _ready(celery_deployment)

@@ -2,7 +2,9 @@
 
 PostgreSQL (started by ``scripts/e2e.sh``) holds the metadata DB; this module migrates it and runs the
 ``api-server``, the ``scheduler`` (LocalExecutor), the ``dag-processor`` and one or more ``triggerer``
-processes, plus the LTX-2 simulator standing in for the gateway. Every process is started in its own
+processes, plus the LTX-2 simulator standing in for the gateway. With a Redis broker URL it runs the
+CeleryExecutor instead, configured as ``docker-compose.yaml`` does, with two ``airflow celery worker``
+processes and two triggerers. Every process is started in its own
 process group and stopped by its pid. Tests drive the deployment the way a user does: the REST API (and
 the CLI), and look at the metadata DB, the logs and the simulator's counters to check what happened.
 """
@@ -29,6 +31,7 @@ import requests
 from cryptography.fernet import Fernet
 
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
+from tests.e2e.hostname import WORKER_HOSTNAME_VARIABLE
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
@@ -38,8 +41,14 @@ PARALLELISM = 2  # worker slots of the LocalExecutor: fewer than the generations
 POLL_INTERVAL = 1.0  # seconds between status polls, for every DAG in the deployment
 TRIGGERER_HEARTBEAT = 1  # [triggerer] job_heartbeat_sec
 TRIGGERER_HEALTH_THRESHOLD = 8  # [triggerer] triggerer_health_check_threshold: takeover after this
+# The Celery variant: two workers with two worker processes each, and Airflow's heartbeat check tightened
+# so that a task whose worker died is failed (and retried) within seconds instead of five minutes.
+CELERY_WORKERS = ("worker-a", "worker-b")
+CELERY_CONCURRENCY = 2
+HEARTBEAT_TIMEOUT = 20  # [scheduler] task_instance_heartbeat_timeout
 FINISHED = ("success", "failed")
 T = TypeVar("T")
+Run = tuple[str, str]  # (dag_id, run_id)
 
 
 def free_port() -> int:
@@ -151,6 +160,9 @@ class Deployment:
     database_url: str
     pg_bin: Path
     root: Path
+    broker_url: str | None = None  # a Redis URL: run the CeleryExecutor with workers, not the LocalExecutor
+    parallelism: int = PARALLELISM  # [core] parallelism; the scheduler reads it when it starts
+    sim_args: tuple[str, ...] = ()  # more simulator options, e.g. its gateway limits; kept across restarts
     components: dict[str, Component] = field(default_factory=dict)
     trigger_snapshots: list[dict[str, Any]] = field(default_factory=list)
     killed: list[Component] = field(default_factory=list)
@@ -198,7 +210,7 @@ class Deployment:
             AIRFLOW_HOME=str(self.home),
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=self.database_url,
             AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-            AIRFLOW__CORE__PARALLELISM=str(PARALLELISM),
+            AIRFLOW__CORE__PARALLELISM=str(self.parallelism),
             AIRFLOW__CORE__DAGS_FOLDER=str(self.dags),
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
             AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
@@ -226,8 +238,21 @@ class Deployment:
             LTX2_EXAMPLE_DEFERRABLE="true",
             PYTHONUNBUFFERED="1",
         )
+        if self.broker_url:
+            env.update(self._celery_env())
         env.update(extra)
         return env
+
+    def _celery_env(self) -> dict[str, str]:
+        """docker-compose.yaml's executor settings: Redis as the broker, the metadata DB as result backend."""
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": str(self.broker_url),
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.database_url.replace("+psycopg2", "", 1),
+            "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "true",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+        }
 
     def _stable_secret(self, name: str) -> str:
         return self._secrets.setdefault(name, secrets.token_hex(32))
@@ -262,6 +287,7 @@ class Deployment:
             "1",
             "--processing-seconds",
             "20",
+            *self.sim_args,
             key=E2E_KEY,
             port=self.sim_port,
         ).start()
@@ -282,13 +308,13 @@ class Deployment:
         self.start_simulator()
         return time.monotonic() - started
 
-    def start(self, name: str, *args: str) -> Component:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Component:
         """Start ``airflow <args>`` as component ``name``, in its own process group, logging to a file."""
         log_path = self.component_logs / f"{name}.log"
         log_file = log_path.open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "airflow", *args],
-            env=self.env(),
+            env=self.env(**(env or {})),
             cwd=self.root,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -314,24 +340,67 @@ class Deployment:
         component.job_id = wait_for(f"the {name} job to register", new_job, timeout=120)
         return component
 
+    def start_scheduler(self) -> Component:
+        return self.start("scheduler", "scheduler", "--skip-serve-logs")
+
+    def start_celery_worker(self, name: str) -> Component:
+        """Start ``airflow celery worker`` as ``name``; return once it is ready to take tasks.
+
+        Both workers share this machine, so each gets its own Celery node name, pid file, and the name
+        Airflow records as a task's ``hostname`` (``[core] hostname_callable``, see ``hostname.py``).
+        """
+        component = self.start(
+            name,
+            "celery",
+            "worker",
+            "--celery-hostname",
+            f"{name}@%h",
+            "--concurrency",
+            str(CELERY_CONCURRENCY),
+            "--skip-serve-logs",
+            "--pid",
+            str(self.root / f"{name}.pid"),
+            env={
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.e2e.hostname.worker_hostname",
+                WORKER_HOSTNAME_VARIABLE: name,
+                "PYTHONPATH": str(REPO),
+            },
+        )
+
+        def ready() -> bool:
+            self.check_alive(name)
+            return f"{name}@" in (text := component.log_path.read_text(errors="replace")) and " ready." in text
+
+        wait_for(f"celery worker {name}", ready, timeout=180)
+        return component
+
     def task_processes(self, ti_id: str) -> list[int]:
         """The task process of task instance ``ti_id`` (titled ``airflow worker -- <ti id>``), if running."""
-        return processes_titled(f"airflow worker -- {ti_id}", under=self.components["scheduler"].pid)
+        return [
+            pid
+            for component in self.components.values()
+            for pid in processes_titled(f"airflow worker -- {ti_id}", under=component.pid)
+        ]
 
     def check_alive(self, name: str) -> None:
         component = self.components[name]
         if not component.alive():
             raise RuntimeError(f"{name} exited with {component.process.returncode}:\n{self.tail(component.log_path)}")
 
-    def kill(self, name: str, sig: int = signal.SIGKILL, linger: float = 15) -> list[int]:
+    def kill(self, name: str, sig: int = signal.SIGKILL, linger: float = 15, whole_tree: bool = False) -> list[int]:
         """Send ``sig`` to the component's main process only, as a crash or an OOM kill would.
 
         Its child processes (a triggerer's trigger runner) are left to notice on their own; returns the
         pids of its tree still alive ``linger`` seconds later (none, when Airflow cleans up after itself).
+        With ``whole_tree`` every process of the tree gets ``sig`` at once, as when its machine or
+        container dies (a Celery worker's task processes live in process groups of their own).
         """
         component = self.components.pop(name)
         self.killed.append(component)
         tree = descendants(component.pid)
+        for pid in tree if whole_tree else ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
         os.kill(component.pid, sig)
         component.process.wait(30)
         deadline = time.monotonic() + linger
@@ -384,9 +453,13 @@ class Deployment:
         self.start_simulator()
         self.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1")
         wait_for("the api-server", self._api_healthy, timeout=180)
-        self.start("scheduler", "scheduler", "--skip-serve-logs")
+        self.start_scheduler()
         self.start("dag-processor", "dag-processor")
         self.start_triggerer("triggerer")
+        if self.broker_url:
+            self.start_triggerer("triggerer-b")
+            for name in CELERY_WORKERS:
+                self.start_celery_worker(name)
         for dag_id in self.dag_ids():
             wait_for(f"DAG {dag_id} to be parsed", lambda dag_id=dag_id: self._dag_ready(dag_id), timeout=240)
 
@@ -400,6 +473,9 @@ class Deployment:
             "e2e_ltx2_worker_wait",
             "e2e_ltx2_pair",
             "e2e_ltx2_cli_connection",
+            "e2e_ltx2_slow_download",
+            "e2e_ltx2_batch",
+            "e2e_ltx2_batch_pooled",
         ]
 
     def _api_healthy(self) -> bool:
@@ -524,9 +600,16 @@ class Deployment:
     def task_logs(self) -> Iterator[Path]:
         yield from (path for path in (self.home / "logs").rglob("*") if path.is_file())
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, attempt: int) -> str:
+    def task_log_files(self, dag_id: str, run_id: str, task_id: str, attempt: int, map_index: int = -1) -> list[Path]:
+        """The try's task log, then the logs its triggers wrote (``attempt=N.log.trigger.<job>.log``)."""
         folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
-        return "\n".join(path.read_text(errors="replace") for path in sorted(folder.glob(f"attempt={attempt}*")))
+        if map_index >= 0:
+            folder /= f"map_index={map_index}"
+        return sorted(folder.glob(f"attempt={attempt}.log*"))
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, attempt: int, map_index: int = -1) -> str:
+        files = self.task_log_files(dag_id, run_id, task_id, attempt, map_index)
+        return "\n".join(path.read_text(errors="replace") for path in files)
 
     @staticmethod
     def tail(path: Path, lines: int = 60) -> str:
@@ -560,3 +643,23 @@ class Deployment:
         for path in sorted(self.task_logs(), key=lambda p: p.stat().st_mtime)[-4:]:
             parts.append(f"== {path.relative_to(self.home)} (last lines)\n{self.tail(path, 30)}")
         return "\n".join(parts)
+
+
+def generations(e2e: Deployment, runs: list[Run]) -> list[dict[str, Any]]:
+    """The generate task instances of ``runs`` (mapped ones count one per map index)."""
+    return [
+        {**ti, "dag_id": dag_id}
+        for dag_id, run_id in runs
+        for ti in e2e.task_instances(dag_id, run_id)
+        if ti["task_id"].startswith("generate")
+    ]
+
+
+def assert_succeeded(e2e: Deployment, runs: list[Run], timeout: float = 240) -> None:
+    states = e2e.wait_for_runs(runs, timeout)
+    assert set(states.values()) == {"success"}, f"{states}\n{e2e.diagnostics(runs)}"
+
+
+def submits(e2e: Deployment) -> int:
+    assert e2e.sim is not None
+    return int(e2e.sim.stats()["submits"])

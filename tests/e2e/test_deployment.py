@@ -21,9 +21,13 @@ from tests.e2e.deployment import (
     POLL_INTERVAL,
     TRIGGERER_HEALTH_THRESHOLD,
     Deployment,
+    Run,
+    assert_succeeded,
+    generations,
     parent,
     process_title,
     processes_titled,
+    submits,
     wait_for,
 )
 
@@ -32,17 +36,6 @@ pytestmark = pytest.mark.timeout(600)
 SINGLE = "example_ltx2_single_video"
 BATCH = "example_ltx2_batch_from_csv"
 TRIGGER_CLASS = "airflow_provider_ltx2.triggers.ltx2.Ltx2VideoTrigger"
-Run = tuple[str, str]
-
-
-def generations(e2e: Deployment, runs: list[Run]) -> list[dict[str, Any]]:
-    """The generate task instances of ``runs`` (mapped ones count one per map index)."""
-    return [
-        {**ti, "dag_id": dag_id}
-        for dag_id, run_id in runs
-        for ti in e2e.task_instances(dag_id, run_id)
-        if ti["task_id"].startswith("generate")
-    ]
 
 
 def deferred(e2e: Deployment, runs: list[Run], count: int, timeout: float = 180) -> list[dict[str, Any]]:
@@ -65,16 +58,6 @@ def busy_worker_slots(e2e: Deployment) -> int:
         pid for pid in processes_titled("airflow worker -- LocalExecutor", under=scheduler) if parent(pid) == scheduler
     ]
     return sum(1 for pid in workers if not process_title(pid).endswith("<idle>"))
-
-
-def assert_succeeded(e2e: Deployment, runs: list[Run], timeout: float = 240) -> None:
-    states = e2e.wait_for_runs(runs, timeout)
-    assert set(states.values()) == {"success"}, f"{states}\n{e2e.diagnostics(runs)}"
-
-
-def submits(e2e: Deployment) -> int:
-    assert e2e.sim is not None
-    return int(e2e.sim.stats()["submits"])
 
 
 def test_example_dags_wait_deferred_without_holding_a_worker_slot(e2e: Deployment) -> None:

@@ -1,7 +1,7 @@
 """DAGs only the end-to-end tests use: the provider's operator in shapes the example DAGs do not cover.
 
-The tests copy this file next to the example DAGs in the deployment's dags folder. The image URL and the
-poll interval come from the same environment variables as the examples.
+The tests copy this file next to the example DAGs in the deployment's dags folder. The image URL, the
+poll interval and the output folder come from the same environment variables as the examples.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 
 IMAGE_URL = os.environ.get("LTX2_EXAMPLE_IMAGE_URL", "http://127.0.0.1:8089/files/sample.jpg")
 POLL_INTERVAL = float(os.environ.get("LTX2_EXAMPLE_POLL_INTERVAL", "1"))
+OUTPUT_DIR = os.environ.get("LTX2_EXAMPLE_OUTPUT_DIR", "/tmp/ltx2-videos")
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 PROMPT = "{{ params.prompt }}"
 
@@ -76,4 +77,25 @@ with DAG(
         deferrable=True,
         poll_interval=POLL_INTERVAL,
         timeout=15 * 60,
+    )
+
+# One deferrable generation with a download and one retry, for a worker killed mid-download: the retry
+# must reattach to the paid request and deliver the whole file.
+with DAG(
+    dag_id="e2e_ltx2_slow_download",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={"prompt": "Waves roll onto a pebble beach, low angle, overcast"},
+):
+    Ltx2GenerateVideoOperator(
+        task_id="generate_video",
+        image_url=IMAGE_URL,
+        prompt=PROMPT,
+        deferrable=True,
+        poll_interval=POLL_INTERVAL,
+        timeout=15 * 60,
+        output_uri=f"file://{OUTPUT_DIR}/{{{{ dag.dag_id }}}}/{{{{ run_id | replace(':', '_') }}}}/video.mp4",
+        retries=1,
+        retry_delay=timedelta(seconds=2),
     )
