@@ -10,6 +10,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -19,6 +20,8 @@ SUBMIT_BODY = {"image_url": "https://images.example.com/cat.jpg", "prompt": "wav
 SUBMIT_PATH = "/ltx-2-video-api-581/v1/ltx-2-video-api-request"
 RESULT_PATH = "/ltx-2-video-api-581/v1/ltx-2-video-api-request-result"
 KEY_HEADER = "Ocp-Apim-Subscription-Key"
+# The headers every provider call carries (API.md section 1), for clients that do not use the provider.
+POLL_HEADERS = {KEY_HEADER: KEY, "Content-Type": "application/json", "Cache-Control": "no-cache"}
 MIB = 1 << 20
 
 
@@ -115,7 +118,9 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_worker(module: str, args: list[str], stdin: str = "", timeout: float = 300) -> dict[str, Any]:
+def run_worker(
+    module: str, args: list[str], stdin: str = "", timeout: float = 300, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run ``python -m module worker ...`` in a fresh process; its last stdout line is a JSON result."""
     done = subprocess.run(
         [sys.executable, "-m", module, "worker", *args],
@@ -123,6 +128,7 @@ def run_worker(module: str, args: list[str], stdin: str = "", timeout: float = 3
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
@@ -158,3 +164,41 @@ def result_channel() -> Any:
     channel = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     return channel
+
+
+class FakeTaskInstance:
+    """Just enough of a task instance for the operator: XCom in a dict, and the names a trigger may log."""
+
+    dag_id = "bench"
+    run_id = "bench"
+    try_number = 1
+
+    def __init__(self, task_id: str = "bench", map_index: int = -1) -> None:
+        self.task_id = task_id
+        self.map_index = map_index
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+    def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **kwargs: Any) -> Any:
+        return self.xcom.get(key)
+
+
+def wrap_async_poll(around: Callable[[str, Awaitable[Any]], Awaitable[Any]]) -> None:
+    """Route every ``Ltx2Hook.aget_status`` call through ``around(request_id, poll)`` (a second call replaces it).
+
+    The job is found among the arguments, so this fits the hook whichever way it is called:
+    ``(session, gateway, job, deadline)`` or, on a hook that holds its own session, ``(job, deadline=...)``.
+    """
+    from airflow_provider_ltx2.api import Job
+    from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+
+    original = getattr(Ltx2Hook.aget_status, "bench_original", Ltx2Hook.aget_status)
+
+    async def aget_status(self: Any, *args: Any, **kwargs: Any) -> Any:
+        job = next(arg for arg in (*args, *kwargs.values()) if isinstance(arg, Job))
+        return await around(job.request_id, original(self, *args, **kwargs))
+
+    aget_status.bench_original = original  # type: ignore[attr-defined]
+    Ltx2Hook.aget_status = aget_status  # type: ignore[method-assign]

@@ -17,33 +17,28 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 from urllib.request import Request, urlopen
 
-from bench.common import KEY, KEY_HEADER, SUBMIT_BODY, Table, result_channel, run_worker, verdict
+from bench.common import (
+    KEY,
+    KEY_HEADER,
+    SUBMIT_BODY,
+    FakeTaskInstance,
+    Table,
+    result_channel,
+    run_worker,
+    verdict,
+    wrap_async_poll,
+)
 
 INTERVALS = (2.0, 5.0)
 PHASES = (0.1, 0.5, 0.9)
 QUEUE_SECONDS = 1.0
 MODES = {True: "deferrable (trigger)", False: "non-deferrable (wait_for_video)"}
-
-
-class FakeTaskInstance:
-    """Just enough of a task instance for the operator: XCom in a dict."""
-
-    task_id = "bench"
-    map_index = -1
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-    def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **kwargs: Any) -> Any:
-        return self.xcom.get(key)
 
 
 def control(base_url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -58,18 +53,18 @@ def record_poll_starts() -> dict[str, list[float]]:
     from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 
     starts: dict[str, list[float]] = {}
-    sync_poll, async_poll = Ltx2Hook.get_status, Ltx2Hook.aget_status
+    sync_poll = Ltx2Hook.get_status
 
     def get_status(self: Any, job: Any, deadline: Any = None) -> Any:
         starts.setdefault(job.request_id, []).append(time.time())
         return sync_poll(self, job, deadline)
 
-    async def aget_status(self: Any, session: Any, gateway: Any, job: Any, deadline: Any = None) -> Any:
-        starts.setdefault(job.request_id, []).append(time.time())
-        return await async_poll(self, session, gateway, job, deadline)
+    async def noted(request_id: str, poll: Awaitable[Any]) -> Any:
+        starts.setdefault(request_id, []).append(time.time())
+        return await poll
 
     Ltx2Hook.get_status = get_status  # type: ignore[method-assign]
-    Ltx2Hook.aget_status = aget_status  # type: ignore[method-assign]
+    wrap_async_poll(noted)
     return starts
 
 
