@@ -21,6 +21,26 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     },
 }
 
+# Labelled fields for the network extras (Airflow 3.2+ draws them from here; stored in the extras).
+CONN_FIELDS: dict[str, Any] = {
+    "verify": {
+        "label": "TLS verification",
+        "description": "true (default), false (not recommended), or the path of a CA bundle, e.g. a corporate CA.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "proxies": {
+        "label": "Proxies",
+        "description": 'One proxy URL for both schemes, or JSON such as {"https": "http://proxy:3128"}. '
+        "Empty: HTTPS_PROXY / HTTP_PROXY / NO_PROXY apply.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "cert": {
+        "label": "Client certificate",
+        "description": "Path of a PEM client certificate, or 'cert.pem,key.pem'.",
+        "schema": {"type": ["string", "null"]},
+    },
+}
+
 
 def get_provider_info() -> dict[str, Any]:
     return {
@@ -45,7 +65,7 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_ltx2.hooks.ltx2.Ltx2Hook",
                 "hook-name": "LTX-2 (Pixazo gateway)",
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
-                "conn-fields": {},
+                "conn-fields": CONN_FIELDS,
             }
         ],
         "extra-links": ["airflow_provider_ltx2.links.Ltx2VideoLink"],

@@ -9,6 +9,8 @@ read timeout, and its connection form would show fields this API does not use.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import time
 import uuid
 import weakref
@@ -26,6 +28,7 @@ from airflow_provider_ltx2.api import (
     Gateway,
     Job,
     JobStatus,
+    Network,
     Reply,
     RetryPolicy,
     TransportFailure,
@@ -38,9 +41,10 @@ from airflow_provider_ltx2.api import (
     parse_submission,
     poll_call,
     submit_call,
+    tls_refusal,
 )
 from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Throttled, Ltx2Timeout, Ltx2TransientError
-from airflow_provider_ltx2.get_provider_info import UI_FIELD_BEHAVIOUR
+from airflow_provider_ltx2.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_ltx2.waiting import Wait
 
 if TYPE_CHECKING:
@@ -101,20 +105,51 @@ class Ltx2Hook(BaseHook):
             "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
         }
 
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The network fields on Airflow 2.11's form (3.2+ reads ``conn-fields`` from ``get_provider_info``)."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from wtforms import StringField
+
+        return {
+            name: StringField(field["label"], widget=BS3TextFieldWidget(), description=field["description"])
+            for name, field in CONN_FIELDS.items()
+        }
+
     # ---------------------------------------------------------------------------------- credentials
 
     @cached_property
     def gateway(self) -> Gateway:
         conn = self.get_connection(self.ltx2_conn_id)
-        return gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password)
+        return self._checked(gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password, conn.extra_dejson))
+
+    def _checked(self, gateway: Gateway) -> Gateway:
+        if gateway.network.verify is False:
+            self.log.warning(
+                "TLS verification is off for connection %r (extra verify=false): the gateway's certificate, and "
+                "with it where the subscription key goes, is not checked. Set verify to a CA bundle instead.",
+                self.ltx2_conn_id,
+            )
+        return gateway
 
     # ---------------------------------------------------------------------------------- sync side
 
     @cached_property
     def _session(self) -> requests.Session:
+        """One session for the gateway and the video's host, with the connection's network settings.
+
+        Written here rather than taken from providers-http's ``HttpHook``: that hook's retries would
+        resend a paid submit, and its extras parsing is private. The extras keep its meaning
+        (``api.network_from_extra``); requests itself honours the environment's proxies and CA bundle.
+        """
         import requests
 
-        return requests.Session()
+        network = self.gateway.network
+        session = requests.Session()
+        session.verify = network.ca_file() or network.verify
+        session.cert = network.cert
+        session.proxies.update(dict(network.proxies))
+        return session
 
     def _send(self, call: Call) -> Reply | TransportFailure:
         import requests
@@ -128,7 +163,10 @@ class Ltx2Hook(BaseHook):
                 timeout=(CONNECT_TIMEOUT, self.read_timeout),
             )
         except (requests.ConnectionError, requests.Timeout) as error:
-            return TransportFailure(self.gateway.redact(f"{type(error).__name__}: {error}"), _never_sent(error))
+            detail = f"{type(error).__name__}: {error}"
+            if isinstance(error, requests.exceptions.SSLError):
+                detail = tls_refusal(self.gateway.base_url, detail)
+            return TransportFailure(self.gateway.redact(detail), _never_sent(error))
         return Reply(response.status_code, self.gateway.redact(response.text), response.headers.get("Retry-After"))
 
     def _call(self, call: Call, *, action: str, paid: bool = False, deadline: float | None = None) -> Reply:
@@ -185,13 +223,14 @@ class Ltx2Hook(BaseHook):
         import requests
         from airflow.providers.common.compat.sdk import ObjectStoragePath
 
+        timeout = (CONNECT_TIMEOUT, self.read_timeout)
         target = ObjectStoragePath(output_uri, conn_id=output_conn_id)
         partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
         if target.protocol in ("file", "local"):
             target.parent.mkdir(parents=True, exist_ok=True)
         size = 0
         try:
-            with requests.get(video_url, stream=True, timeout=(CONNECT_TIMEOUT, self.read_timeout)) as response:
+            with self._session.get(video_url, stream=True, timeout=timeout) as response:
                 if response.status_code != 200:
                     raise Ltx2Error(f"Downloading the LTX-2 video {video_url} failed: HTTP {response.status_code}")
                 with partial.open("wb") as out:
@@ -216,10 +255,11 @@ class Ltx2Hook(BaseHook):
 
     async def agateway(self) -> Gateway:
         """The gateway as seen from the triggerer, without blocking its event loop."""
-        from airflow.providers.common.compat.connection import get_async_connection
+        from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 
         conn = await get_async_connection(self.ltx2_conn_id, hook=self)
-        return gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password)
+        extra = await get_async_extra_dejson(conn)
+        return self._checked(gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password, extra))
 
     @asynccontextmanager
     async def aconnect(self) -> AsyncIterator[Gateway]:
@@ -239,7 +279,10 @@ class Ltx2Hook(BaseHook):
             pool = _SHARED_POOLS[loop] = _SharedPool(aiohttp.TCPConnector(limit=MAX_CONNECTIONS_PER_LOOP))
         pool.users += 1
         try:
-            async with aiohttp.ClientSession(connector=pool.connector, connector_owner=False) as session:
+            # trust_env: HTTPS_PROXY, HTTP_PROXY and NO_PROXY apply, as they do for requests in the worker.
+            async with aiohttp.ClientSession(
+                connector=pool.connector, connector_owner=False, trust_env=True
+            ) as session:
                 self._async_client = (session, gateway)
                 yield gateway
         finally:
@@ -263,13 +306,23 @@ class Ltx2Hook(BaseHook):
         timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=self.read_timeout)
         try:
             async with session.request(
-                call.method, call.url, json=call.json_body, headers=auth_headers(gateway.key), timeout=timeout
+                call.method,
+                call.url,
+                json=call.json_body,
+                headers=auth_headers(gateway.key),
+                timeout=timeout,
+                ssl=_ssl_context(gateway.network),
+                proxy=gateway.network.proxy_for(call.url),
             ) as response:
                 text = await response.text(errors="replace")
                 return Reply(response.status, gateway.redact(text), response.headers.get("Retry-After"))
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            never_sent = isinstance(error, aiohttp.ClientConnectorError)
-            return TransportFailure(gateway.redact(f"{type(error).__name__}: {error}"), never_sent)
+            detail = f"{type(error).__name__}: {error}"
+            if isinstance(error, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
+                detail = tls_refusal(gateway.base_url, detail)
+            # A connection, TLS handshake or proxy that never opened sent nothing.
+            never_sent = isinstance(error, (aiohttp.ClientConnectorError, aiohttp.ClientProxyConnectionError))
+            return TransportFailure(gateway.redact(detail), never_sent)
 
     async def _acall(self, call: Call, *, action: str, paid: bool = False, deadline: float | None = None) -> Reply:
         """The async twin of ``_call``: the same ``Attempts`` decide every retry."""
@@ -283,6 +336,25 @@ class Ltx2Hook(BaseHook):
         """The async twin of ``get_status``: same call, same retries, same reading of the reply."""
         call = poll_call(self._connected[1].base_url, job)
         return parse_status(await self._acall(call, action="status poll", deadline=deadline))
+
+
+@functools.lru_cache(maxsize=32)
+def _ssl_context(network: Network) -> ssl.SSLContext | bool:
+    """The TLS settings for aiohttp, made once per setting: loading a CA bundle costs milliseconds.
+
+    ``True`` keeps aiohttp's own default context; a CA bundle (``verify`` or the environment's, as
+    requests reads it) or a client certificate get a context of their own; ``verify=false`` none.
+    """
+    if network.verify is False:
+        return False
+    ca_file = network.ca_file()
+    if ca_file is None and network.cert is None:
+        return True
+    context = ssl.create_default_context(cafile=ca_file)
+    if network.cert is not None:
+        cert, key = network.cert if isinstance(network.cert, tuple) else (network.cert, None)
+        context.load_cert_chain(cert, key)
+    return context
 
 
 def _never_sent(error: Exception) -> bool:
