@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import Asset
 
+from airflow_provider_ltx2 import metrics
 from airflow_provider_ltx2.api import Job, JobState, JobStatus, failure_error
 from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Throttled, Ltx2Timeout, Ltx2ValidationError
 from airflow_provider_ltx2.links import Ltx2VideoLink
@@ -371,10 +372,11 @@ def read_event(event: Any) -> Delivered:
 
 @contextmanager
 def failure_reported(context: Context) -> Iterator[None]:
-    """Keep the message of a failed wait in XCom ``ltx2_failure`` (the UI shows it), then let it fail the task."""
+    """Count a failure by kind and keep its message in XCom ``ltx2_failure`` (the UI shows it), then fail."""
     try:
         yield
     except Ltx2Error as error:
+        metrics.failure(type(error).__name__)
         context["ti"].xcom_push(key=FAILURE_XCOM, value=str(error))
         raise
 
@@ -390,9 +392,18 @@ def deliver(
     outlets: Iterable[Any] = (),
 ) -> dict[str, Any]:
     """Save the video where asked, publish it (extra link, asset events), and build the result dict."""
+    try:
+        submitted = datetime.fromisoformat(delivered.submitted_at or "")
+        metrics.seconds(
+            metrics.GENERATION_SECONDS, (datetime.fromisoformat(delivered.completed_at) - submitted).total_seconds()
+        )
+    except ValueError:  # no submit time known (a sensor given a bare request id)
+        pass
     size = None
     if output_uri:
+        started = time.monotonic()
         size = hook.download_video(delivered.video_url, output_uri, output_conn_id)
+        metrics.seconds(metrics.DOWNLOAD_SECONDS, time.monotonic() - started)
         hook.log.info("LTX-2 video %s saved to %s (%d bytes)", delivered.job.request_id, output_uri, size)
     else:
         hook.log.info("LTX-2 video %s is ready at %s", delivered.job.request_id, delivered.video_url)

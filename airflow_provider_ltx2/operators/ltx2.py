@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
+from airflow_provider_ltx2 import metrics
 from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD, Job, JobState, build_request
 from airflow_provider_ltx2.exceptions import Ltx2GenerationFailed, Ltx2Throttled
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
@@ -130,23 +131,24 @@ class Ltx2GenerateVideoOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        request = self.build_request()
-        # Read back on every resume: `airflow dags test` drops `defer(kwargs=...)`, and a decorated task's
-        # request comes from a function that must not run twice.
-        context["ti"].xcom_push(key=REQUEST_XCOM, value=request)
-        Ltx2VideoLink.persist(context, None)  # the extra link reads it before the video exists
-        room = RoomWait.for_deadline(Deadline.starting_now(self.timeout, self.execution_timeout), self.poll_interval)
-        return self._submit_then_wait(context, request, room)
+        with failure_reported(context):
+            request = self.build_request()
+            # Read back on every resume: `airflow dags test` drops `defer(kwargs=...)`, and a decorated task's
+            # request comes from a function that must not run twice.
+            context["ti"].xcom_push(key=REQUEST_XCOM, value=request)
+            Ltx2VideoLink.persist(context, None)  # the extra link reads it before the video exists
+            deadline = Deadline.starting_now(self.timeout, self.execution_timeout)
+            return self._submit_then_wait(context, request, RoomWait.for_deadline(deadline, self.poll_interval))
 
     def retry_submit(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after waiting for room in the triggerer: try the submit again (same deadline)."""
-        return self._submit_then_wait(context, self._saved_request(context), read_room_event(event))
+        with failure_reported(context):
+            return self._submit_then_wait(context, self._saved_request(context), read_room_event(event))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the video trigger: every event is checked; anything but a success fails the task."""
         with failure_reported(context):
-            delivered = read_event(event)
-        return self._finish(context, delivered, self._saved_request(context))
+            return self._finish(context, read_event(event), self._saved_request(context))
 
     def _saved_request(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
@@ -171,8 +173,7 @@ class Ltx2GenerateVideoOperator(BaseOperator):
                 method_name="execute_complete",
                 timeout=None,  # the trigger enforces the absolute deadline itself
             )
-        with failure_reported(context):
-            delivered = finished_video(job, self.hook.wait_for_video(wait), submitted_at)
+        delivered = finished_video(job, self.hook.wait_for_video(wait), submitted_at)
         return self._finish(context, delivered, request)
 
     def _finish(self, context: Context, delivered: Delivered, request: dict[str, Any]) -> dict[str, Any]:
@@ -239,6 +240,7 @@ class Ltx2GenerateVideoOperator(BaseOperator):
                 job = self.hook.submit(request)
                 break
             except Ltx2Throttled as throttled:
+                metrics.count(metrics.THROTTLED_SUBMITS)
                 room.throttled(throttled, self.log)  # raises Ltx2Timeout once the deadline leaves no room
                 if self.deferrable:
                     from airflow_provider_ltx2.triggers.ltx2 import Ltx2CapacityTrigger
@@ -249,6 +251,7 @@ class Ltx2GenerateVideoOperator(BaseOperator):
                         timeout=None,  # the trigger enforces the absolute deadline itself
                     )
                 time.sleep(room.worker_delay())
+        metrics.count(metrics.PAID_SUBMITS)
         room.got_in(self.log)
         submitted_at = utc_now_iso()
         self.log.info(

@@ -111,13 +111,12 @@ class Ltx2VideoSensor(BaseSensorOperator):
             if not self.wait.observe(status, self.log):
                 return PokeReturnValue(is_done=False)
             delivered = finished_video(self.wait.job, status, self.submission.get("submitted_at"))
-        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, delivered))
+            return PokeReturnValue(is_done=True, xcom_value=self._finish(context, delivered))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger: every event is checked; anything but a success fails the task."""
         with failure_reported(context):
-            delivered = read_event(event)
-        return self._finish(context, delivered)
+            return self._finish(context, read_event(event))
 
     def _finish(self, context: Context, delivered: Delivered) -> dict[str, Any]:
         return deliver(
