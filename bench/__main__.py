@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench import download, latency, parse, triggers
+from bench import batches, download, latency, parse, triggers
 from bench.common import KEY, Table, machine_info, raise_fd_limit
 
-TABLES = ("triggers", "parse", "download", "latency")
+TABLES = ("triggers", "parse", "download", "latency", "batches")
 
 
 def main() -> None:
@@ -20,18 +21,38 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(TABLES), help="comma-separated tables to run")
     parser.add_argument("--sizes", default="100,1000,5000", help="trigger counts for table 1")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    batch = batches.Settings()
+    group = parser.add_argument_group("batches (table 5)")
+    group.add_argument("--batch-tasks", type=int, default=batch.tasks, help="generations per batch")
+    group.add_argument("--batch-limits", default=",".join(map(str, batch.limits)), help="max concurrent jobs")
+    group.add_argument("--worker-slots", type=int, default=batch.worker_slots, help="worker pool size")
+    group.add_argument(
+        "--handoff-seconds", type=float, default=batch.handoff_seconds, help="trigger event -> worker call"
+    )
+    group.add_argument("--batch-queue-seconds", type=float, default=batch.queue_seconds, help="job queue time")
+    group.add_argument("--batch-processing-seconds", type=float, default=batch.processing_seconds)
+    group.add_argument("--batch-poll-interval", type=float, default=batch.poll_interval)
     args = parser.parse_args()
     chosen = [name for name in TABLES if name in args.only.split(",")]
+    batch = batches.Settings(
+        tasks=args.batch_tasks,
+        limits=tuple(int(n) for n in args.batch_limits.split(",")),
+        worker_slots=args.worker_slots,
+        handoff_seconds=args.handoff_seconds,
+        queue_seconds=args.batch_queue_seconds,
+        processing_seconds=args.batch_processing_seconds,
+        poll_interval=args.batch_poll_interval,
+    )
 
     # Airflow reads its home at import: give the workers a private one, and keep example DAGs out of it.
     with tempfile.TemporaryDirectory(prefix="ltx2-bench-airflow-") as home:
         os.environ.setdefault("AIRFLOW_HOME", home)
         os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "false")
         raise_fd_limit()  # inherited by the simulator, which holds one socket per poller
-        run(chosen, [int(n) for n in args.sizes.split(",")], args.output)
+        run(chosen, [int(n) for n in args.sizes.split(",")], batch, args.output)
 
 
-def run(chosen: list[str], sizes: list[int], output: Path) -> None:
+def run(chosen: list[str], sizes: list[int], batch: batches.Settings, output: Path) -> None:
     from airflow_provider_ltx2.simulator.process import SimulatorProcess
 
     started = time.monotonic()
@@ -49,18 +70,40 @@ def run(chosen: list[str], sizes: list[int], output: Path) -> None:
                 table = parse.run()
             elif name == "download":
                 table = download.run(sim)
-            else:
+            elif name == "latency":
                 table = latency.run(sim)
+            else:
+                table = batches.run(sim, batch)
             tables.append(table)
             print(table.markdown(), flush=True)
+    sections = {number(table.title): table.markdown() for table in tables}
+    kept = {key: text for key, text in earlier_sections(output).items() if key not in sections}
     footer = (
-        f"Total run time {time.monotonic() - started:.0f} s; load average at the end "
+        f"Total run time {time.monotonic() - started:.0f} s"
+        + (f" for table {', '.join(map(str, sorted(sections)))}" if kept else "")
+        + "; load average at the end "
         + " / ".join(f"{x:.2f}" for x in os.getloadavg())
-        + ". Reproduce with `scripts/bench.sh`."
+        + "."
+        + (f" Table {', '.join(map(str, sorted(kept)))} kept from an earlier run of this file." if kept else "")
+        + " Reproduce with `scripts/bench.sh`."
     )
     print(footer)
-    output.write_text("\n".join([header, *(table.markdown() for table in tables), footer]) + "\n")
+    merged = {**kept, **sections}
+    output.write_text("\n".join([header, *(merged[key] for key in sorted(merged)), footer]) + "\n")
     print(f"Written to {output}", file=sys.stderr)
+
+
+def number(title: str) -> int:
+    """A table's number: its title starts with it ("5. Batches ...")."""
+    return int(title.split(".", 1)[0])
+
+
+def earlier_sections(output: Path) -> dict[int, str]:
+    """The tables already in ``output`` by number, so a run of some tables (``--only``) keeps the others."""
+    if not output.exists():
+        return {}
+    blocks = re.split(r"(?m)^## ", output.read_text())[1:]
+    return {number(block): "## " + block.split("\nTotal run time", 1)[0].rstrip() + "\n" for block in blocks}
 
 
 if __name__ == "__main__":
