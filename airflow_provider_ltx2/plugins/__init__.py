@@ -1,0 +1,1 @@
+"""The Airflow UI plugin of the provider (entry point ``airflow.plugins``: ``ltx2``)."""

@@ -1,0 +1,309 @@
+"""The plugin's FastAPI app: the video tab, the run's gallery, and the MP4 stream that lets the browser seek.
+
+Built by ``plugins.ltx2`` on the first request, so only in the api-server. Every route lives under
+``/dags/{dag_id}/runs/{run_id}`` and is guarded by Airflow's own check for reading that DAG's XComs and
+task instances (401 without a login, 403 without access to the DAG); rows are read with the api-server's
+DB session, the tasks from the run's serialized DAG.
+
+The stream serves only what the task itself wrote: the ``output_uri`` of the task's result dict, checked
+against the ``output_uri`` the task rendered (XCom can be edited through the REST API; rendered fields
+cannot), and only if the file is an MP4.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.common.dagbag import DagBagDep, create_dag_bag, get_dag_for_run
+from airflow.api_fastapi.common.db.common import SessionDep
+from airflow.api_fastapi.core_api.security import requires_access_dag
+from airflow.models.dagrun import DagRun
+from airflow.models.renderedtifields import RenderedTaskInstanceFields
+from airflow.models.taskinstance import TaskInstance
+from airflow.models.xcom import XCOM_RETURN_KEY, XComModel
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, status
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from airflow_provider_ltx2.api import is_mp4
+from airflow_provider_ltx2.links import Ltx2VideoLink
+from airflow_provider_ltx2.plugins.pages import TaskSlot, Video, finished_result, gallery_page, task_page
+from airflow_provider_ltx2.plugins.ranges import RangeNotSatisfiable, byte_range
+from airflow_provider_ltx2.waiting import FAILURE_XCOM
+
+log = logging.getLogger(__name__)
+
+# What ``{MAP_INDEX}`` stays on the page of an unmapped task: the UI fills it in for mapped ones only.
+UNMAPPED_PLACEHOLDER = "{MAP_INDEX}"
+CHUNK_BYTES = 256 * 1024
+_HOST = re.compile(r"[A-Za-z0-9.-]+")
+
+
+def map_index_param(map_index: Annotated[str, Query(max_length=12)] = "-1") -> int:
+    """The task instance's map index: -1 (unmapped), the UI's unfilled placeholder, or a mapped index."""
+    if map_index in ("", UNMAPPED_PLACEHOLDER):
+        return -1
+    if not re.fullmatch(r"-1|\d+", map_index):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"map_index={map_index!r}: expected -1 or an index >= 0")
+    return int(map_index)
+
+
+MapIndexDep = Annotated[int, Depends(map_index_param)]
+
+
+@dataclass(frozen=True)
+class FoundTask:
+    """A task instance the caller asked for, and what the views need of its task."""
+
+    task: Any  # the serialized operator
+    slot: TaskSlot
+    rendered: dict[str, Any]
+
+    @property
+    def ours(self) -> bool:
+        return is_ltx2_task(self.task)
+
+    @property
+    def operator(self) -> str:
+        return str(getattr(self.task, "operator_name", None) or self.task.task_type)
+
+    @property
+    def output_conn_id(self) -> str | None:
+        """The store's connection: rendered if the task templates it, else as the DAG set it, else None."""
+        for value in (
+            self.rendered.get("output_conn_id"),
+            (getattr(self.task, "partial_kwargs", None) or {}).get("output_conn_id"),
+            getattr(self.task, "output_conn_id", None),
+        ):
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+
+def is_ltx2_task(task: Any) -> bool:
+    """Operator, sensor, decorator, and their subclasses: every task that carries the "LTX-2 video" link."""
+    return Ltx2VideoLink.name in (getattr(task, "operator_extra_link_dict", None) or {})
+
+
+def find_run(session: Session, dag_id: str, run_id: str) -> DagRun:
+    dag_run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+    if dag_run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"DAG {dag_id!r} has no run {run_id!r}")
+    return dag_run
+
+
+def read_slots(
+    session: Session, dag_id: str, run_id: str, task_ids: list[str], map_index: int | None = None
+) -> list[TaskSlot]:
+    """The task instances of ``task_ids`` in the run (one map index, or all), with their two XComs."""
+    if not task_ids:
+        return []
+    instances = select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).where(
+        TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id.in_(task_ids)
+    )
+    xcoms = select(XComModel).where(
+        XComModel.dag_id == dag_id,
+        XComModel.run_id == run_id,
+        XComModel.task_id.in_(task_ids),
+        XComModel.key.in_((XCOM_RETURN_KEY, FAILURE_XCOM)),
+    )
+    if map_index is not None:
+        instances = instances.where(TaskInstance.map_index == map_index)
+        xcoms = xcoms.where(XComModel.map_index == map_index)
+    values = {(row.task_id, row.map_index, row.key): XComModel.deserialize_value(row) for row in session.scalars(xcoms)}
+    return [
+        TaskSlot(
+            task_id=task_id,
+            map_index=index,
+            state=None if state is None else str(state),
+            returned=values.get((task_id, index, XCOM_RETURN_KEY)),
+            failure=values.get((task_id, index, FAILURE_XCOM)),
+        )
+        for task_id, index, state in session.execute(instances.order_by(TaskInstance.task_id, TaskInstance.map_index))
+    ]
+
+
+def find_task(session: Session, dag_bag: Any, dag_id: str, run_id: str, task_id: str, map_index: int) -> FoundTask:
+    """The task instance, or 404 for an unknown run, a task not in the run's DAG, or a map index it lacks."""
+    dag_run = find_run(session, dag_id, run_id)
+    task = get_dag_for_run(dag_bag, dag_run, session).task_dict.get(task_id)
+    if task is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"DAG {dag_id!r} has no task {task_id!r}")
+    slots = read_slots(session, dag_id, run_id, [task_id], map_index)
+    if not slots:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"Run {run_id!r} has no task instance {task_id!r} with map index {map_index}"
+        )
+    rendered = session.scalar(
+        select(RenderedTaskInstanceFields.rendered_fields).where(
+            RenderedTaskInstanceFields.dag_id == dag_id,
+            RenderedTaskInstanceFields.run_id == run_id,
+            RenderedTaskInstanceFields.task_id == task_id,
+            RenderedTaskInstanceFields.map_index == map_index,
+        )
+    )
+    return FoundTask(task=task, slot=slots[0], rendered=rendered if isinstance(rendered, dict) else {})
+
+
+def stream_path(slot: TaskSlot) -> str:
+    """The plugin's stream of a task instance's video, relative to its run's URL."""
+    return f"tasks/{quote(slot.task_id, safe='')}/video.mp4?map_index={slot.map_index}"
+
+
+def video_of(slot: TaskSlot, run_relative: str) -> Video | None:
+    """The slot's finished video, streamed by the plugin when downloaded, else from the gateway's URL."""
+    result = finished_result(slot.returned)
+    if result is None:
+        return None
+    src = run_relative + stream_path(slot) if isinstance(result.get("output_uri"), str) else result["video_url"]
+    return Video(slot=slot, result=result, src=src)
+
+
+def media_origin(src: str) -> str | None:
+    """The origin of a gateway video URL, for the page's CSP; None if it is not a plain http(s) origin."""
+    parts = urlsplit(src)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not _HOST.fullmatch(parts.hostname):
+        return None
+    return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port else "")
+
+
+def html_response(body: str, videos: Iterable[Video]) -> HTMLResponse:
+    """A page that may run no script and load media only from here and the gateways it plays from."""
+    origins = sorted({origin for video in videos if (origin := media_origin(video.src))})
+    policy = "; ".join(
+        (
+            "default-src 'none'",
+            "style-src 'unsafe-inline'",
+            " ".join(("media-src 'self'", *origins)),
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'self'",
+        )
+    )
+    headers = {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+    return HTMLResponse(body, headers=headers)
+
+
+def read_bytes(path: Any, first: int, length: int) -> Iterator[bytes]:
+    with path.open("rb") as stream:
+        stream.seek(first)
+        remaining = length
+        while remaining > 0:
+            chunk = stream.read(min(CHUNK_BYTES, remaining))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            yield chunk
+
+
+def open_video(found: FoundTask) -> tuple[Any, int]:
+    """The task's downloaded MP4 in its store and its size; 4xx when there is none it may be served from."""
+    result = finished_result(found.slot.returned)
+    output_uri = result.get("output_uri") if result and found.ours else None
+    if not isinstance(output_uri, str):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{found.slot.label} has no downloaded LTX-2 video")
+    rendered_uri = found.rendered.get("output_uri")
+    if rendered_uri is not None and rendered_uri != output_uri:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"The output_uri in the XCom of {found.slot.label} is not the one it rendered"
+        )
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    try:
+        path = ObjectStoragePath(output_uri, conn_id=found.output_conn_id)
+        size = int(path.stat().st_size)
+        with path.open("rb") as stream:
+            head = stream.read(12)
+    except FileNotFoundError:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"The video of {found.slot.label} is gone from its store"
+        ) from None
+    except Exception as error:  # the store's own errors, not the caller's: logged here, not shown
+        log.exception("Could not read the LTX-2 video of %s from its store", found.slot.label)
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"Could not read the video of {found.slot.label}") from error
+    if not is_mp4(head):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"The output_uri of {found.slot.label} is not an MP4")
+    return path, size
+
+
+def create_app() -> FastAPI:
+    """The app mounted at ``/ltx2``, with its own cached DAG bag as the api-server keeps one."""
+    app = FastAPI(title="LTX-2 videos", openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.dag_bag = create_dag_bag()
+    router = APIRouter(
+        prefix="/dags/{dag_id}/runs/{run_id}",
+        dependencies=[
+            Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.XCOM)),
+            Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.TASK_INSTANCE)),
+        ],
+    )
+
+    @router.get("/tasks/{task_id}/video", response_class=HTMLResponse)
+    def video_tab(
+        dag_id: str, run_id: str, task_id: str, map_index: MapIndexDep, session: SessionDep, dag_bag: DagBagDep
+    ) -> HTMLResponse:
+        """The "LTX-2 video" tab of a task instance."""
+        found = find_task(session, dag_bag, dag_id, run_id, task_id, map_index)
+        video = video_of(found.slot, "../../") if found.ours else None
+        page = task_page(found.slot, video, ours=found.ours, operator=found.operator)
+        return html_response(page, [video] if video else [])
+
+    @router.get("/tasks/{task_id}/video.mp4")
+    def video_stream(
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: MapIndexDep,
+        session: SessionDep,
+        dag_bag: DagBagDep,
+        range_header: Annotated[str | None, Header(alias="range")] = None,
+    ) -> Response:
+        """The task's MP4 from its store, whole (200) or the one byte range asked for (206)."""
+        path, size = open_video(find_task(session, dag_bag, dag_id, run_id, task_id, map_index))
+        headers = {
+            "Accept-Ranges": "bytes",
+            "Cache-Control": "private, max-age=60",
+            "X-Content-Type-Options": "nosniff",
+        }
+        try:
+            chosen = byte_range(range_header, size)
+        except RangeNotSatisfiable:
+            return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+        if chosen is None:
+            first, length, code = 0, size, 200
+        else:
+            first, length, code = chosen.first, chosen.length, 206
+            headers["Content-Range"] = chosen.content_range
+        headers["Content-Length"] = str(length)
+        return StreamingResponse(
+            read_bytes(path, first, length), status_code=code, headers=headers, media_type="video/mp4"
+        )
+
+    @router.get("/videos", response_class=HTMLResponse)
+    def run_gallery(dag_id: str, run_id: str, session: SessionDep, dag_bag: DagBagDep) -> HTMLResponse:
+        """The "LTX-2 videos" tab of a DAG run: every video of every LTX-2 task and map index."""
+        dag = get_dag_for_run(dag_bag, find_run(session, dag_id, run_id), session)
+        slots = read_slots(session, dag_id, run_id, [task.task_id for task in dag.tasks if is_ltx2_task(task)])
+        videos = [video for slot in slots if (video := video_of(slot, ""))]
+        shown = {(video.slot.task_id, video.slot.map_index) for video in videos}
+        pending = [slot for slot in slots if (slot.task_id, slot.map_index) not in shown]
+        return html_response(gallery_page(dag_id, run_id, videos, pending), videos)
+
+    app.include_router(router)
+    return app

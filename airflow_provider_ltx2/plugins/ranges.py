@@ -1,0 +1,55 @@
+"""HTTP Range requests (RFC 9110, section 14) on one file: what a ``<video>`` element sends to seek."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class RangeNotSatisfiable(ValueError):
+    """The Range asks for bytes the file does not have: answer 416 with ``Content-Range: bytes */<size>``."""
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Bytes ``first`` to ``last`` (inclusive) of a file of ``size`` bytes."""
+
+    first: int
+    last: int
+    size: int
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def content_range(self) -> str:
+        return f"bytes {self.first}-{self.last}/{self.size}"
+
+
+def byte_range(header: str | None, size: int) -> ByteRange | None:
+    """The one range a ``Range`` header asks for, or None to send the whole file (200).
+
+    A header that is absent, not in bytes, malformed, or asks for several ranges is ignored, as RFC 9110
+    allows; a range that starts past the end, is empty, or is reversed raises ``RangeNotSatisfiable``.
+    """
+    if not header:
+        return None
+    match = _SINGLE_RANGE.fullmatch(header.replace(" ", ""))
+    if match is None:
+        return None
+    first_text, last_text = match.groups()
+    if not first_text and not last_text:
+        return None
+    if not first_text:  # "bytes=-N": the last N bytes
+        suffix = int(last_text)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(header)
+        return ByteRange(max(0, size - suffix), size - 1, size)
+    first = int(first_text)
+    last = int(last_text) if last_text else size - 1
+    if first >= size or last < first:
+        raise RangeNotSatisfiable(header)
+    return ByteRange(first, min(last, size - 1), size)

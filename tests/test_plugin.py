@@ -1,0 +1,666 @@
+"""The UI plugin inside the api-server's own app, in process, over real DAG runs in a real SQLite metadata DB.
+
+``airflow dags test`` runs the batch example (mapped operator), the TaskFlow example (mapped decorator) and a
+DAG with a sensor against the simulator, downloading the videos, into the metadata DB of this process's
+Airflow home. The app is then built as the api-server builds it (``airflow.api_fastapi.app.create_app``
+mounts the plugin found through its entry point) and called with JWTs of Airflow's simple auth manager.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD
+from airflow_provider_ltx2.plugins.ranges import ByteRange, RangeNotSatisfiable, byte_range
+from airflow_provider_ltx2.simulator.process import SimulatorProcess
+from tests.conftest import FAST, KEY, REPO, airflow_env
+
+HOME = Path(os.environ["AIRFLOW_HOME"])  # tests/conftest.py chose it before Airflow was imported
+BATCH = "example_ltx2_batch_from_csv"
+TASKFLOW = "example_ltx2_taskflow"
+SENSOR = "ltx2_plugin_sensor"
+OBJECT_STORAGE = "example_ltx2_to_object_storage"
+S3_BUCKET = "ltx2-plugin-videos"
+S3_SECRET = "s3-secret-7c1d2e9b"  # distinctive, so a leak is easy to find
+HOSTILE_PROMPT = 'Lighthouse <script>alert("x")</script> & <b>waves</b>'
+TEAM = "studio"
+# The sensor DAG: a non-waiting submit, the sensor that waits and downloads, and a video left at the gateway.
+SENSOR_DAG = """
+import pendulum
+from airflow.providers.common.compat.sdk import DAG
+
+from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
+from airflow_provider_ltx2.sensors.ltx2 import Ltx2VideoSensor
+
+with DAG(dag_id={dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False):
+    submit = Ltx2GenerateVideoOperator(
+        task_id="submit", image_url={image_url!r}, prompt={prompt!r}, duration=4, wait_for_completion=False
+    )
+    Ltx2VideoSensor(
+        task_id="wait", request_id=submit.output, deferrable=True, poll_interval=0.5, output_uri={output_uri!r}
+    )
+    Ltx2GenerateVideoOperator(
+        task_id="url_only", image_url={image_url!r}, prompt="Gulls over a pier", deferrable=True, poll_interval=0.5
+    )
+"""
+
+
+# ---------------------------------------------------------------- the Range header, one function
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("bytes=0-", ByteRange(0, 999, 1000)),
+        ("bytes=0-0", ByteRange(0, 0, 1000)),
+        ("bytes=100-199", ByteRange(100, 199, 1000)),
+        ("bytes=900-5000", ByteRange(900, 999, 1000)),
+        ("bytes=-100", ByteRange(900, 999, 1000)),
+        ("bytes=-5000", ByteRange(0, 999, 1000)),
+        ("items=0-1", None),  # another unit: ignored
+        ("bytes=0-1,5-6", None),  # several ranges: the whole file instead
+        ("bytes=abc", None),
+        ("bytes=-", None),
+    ],
+)
+def test_byte_range(header: str | None, expected: ByteRange | None) -> None:
+    assert byte_range(header, 1000) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "size"), [("bytes=1000-", 1000), ("bytes=5-4", 1000), ("bytes=-0", 1000), ("bytes=0-", 0)]
+)
+def test_unsatisfiable_byte_range(header: str, size: int) -> None:
+    with pytest.raises(RangeNotSatisfiable):
+        byte_range(header, size)
+
+
+def test_importing_the_plugin_builds_no_app() -> None:
+    """Plugins load in every component (scheduler, workers...): the module must not pull in FastAPI."""
+    probe = (
+        "import sys, airflow_provider_ltx2.plugins.ltx2 as plugin; "
+        "assert plugin.Ltx2Plugin.fastapi_apps[0]['app']._app is None; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette') "
+        "or m.startswith(('airflow.api_fastapi', 'airflow_provider_ltx2.plugins.app'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"  # after any log line of Airflow's config
+
+
+# ---------------------------------------------------------------- real runs in this process's metadata DB
+
+
+@dataclass(frozen=True)
+class Runs:
+    run_ids: dict[str, str]
+    simulator_url: str
+    env: dict[str, str]  # of the `airflow` commands that made them
+
+
+def dags_test(env: dict[str, str], dag_id: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", dag_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0 and "state=success" in log, log[-5000:]
+
+
+@pytest.fixture(scope="module")
+def runs(simulator_process: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """One finished run of each DAG, its videos downloaded under a temporary directory."""
+    from airflow import settings
+    from sqlalchemy import select
+
+    simulator_process.reset()
+    simulator_process.configure(**FAST)
+    videos = tmp_path_factory.mktemp("videos")
+    dags = tmp_path_factory.mktemp("dags")
+    for name in (f"{BATCH}.py", f"{TASKFLOW}.py", f"{OBJECT_STORAGE}.py", "data"):
+        (dags / name).symlink_to(REPO / "example_dags" / name)
+    image_url = f"{simulator_process.base_url}/files/sample.jpg"
+    (dags / f"{SENSOR}.py").write_text(
+        SENSOR_DAG.format(
+            dag_id=SENSOR, image_url=image_url, prompt=HOSTILE_PROMPT, output_uri=f"file://{videos}/sensor.mp4"
+        )
+    )
+    env = airflow_env(
+        HOME,
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=str(settings.SQL_ALCHEMY_CONN),  # the DB this process reads
+        AIRFLOW_CONN_LTX2_DEFAULT=simulator_process.connection(),
+        LTX2_EXAMPLE_DEFERRABLE="true",
+        LTX2_EXAMPLE_OUTPUT_DIR=str(videos),
+        LTX2_EXAMPLE_POLL_INTERVAL="0.5",
+        LTX2_EXAMPLE_IMAGE_BASE_URL=f"{simulator_process.base_url}/files/",
+        LTX2_EXAMPLE_IMAGE_URL=image_url,
+    )
+    env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
+    migrated = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    for dag_id in (BATCH, TASKFLOW, SENSOR):
+        dags_test(env, dag_id)
+
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run_ids = {dag_id: run_id for dag_id, run_id in session.execute(select(DagRun.dag_id, DagRun.run_id))}
+    return Runs(run_ids=run_ids, simulator_url=simulator_process.base_url, env=env)
+
+
+@dataclass(frozen=True)
+class S3Run:
+    run_id: str
+    s3: Any  # a boto3 client of the bucket
+
+
+@pytest.fixture(scope="module")
+def s3_run(runs: Runs) -> Iterator[S3Run]:
+    """A finished run of the object storage example, its mapped videos in S3 (moto's server, in a thread)."""
+    boto3 = pytest.importorskip("boto3", reason="the S3 tests need the test extra (boto3, s3fs, moto)")
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key=S3_SECRET,
+        )
+        s3.create_bucket(Bucket=S3_BUCKET)
+        connection = {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": S3_SECRET,
+            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        }
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AIRFLOW_CONN_LTX2_S3", json.dumps(connection))  # what the api-server looks up
+            storage = {"LTX2_EXAMPLE_BUCKET": S3_BUCKET, "LTX2_EXAMPLE_STORAGE_CONN_ID": "ltx2_s3"}
+            dags_test({**runs.env, "AIRFLOW_CONN_LTX2_S3": json.dumps(connection), **storage}, OBJECT_STORAGE)
+            with create_session() as session:
+                run_id = session.scalar(select(DagRun.run_id).where(DagRun.dag_id == OBJECT_STORAGE))
+            yield S3Run(run_id=str(run_id), s3=s3)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(runs: Runs) -> Iterator[Any]:
+    """The api-server's app (``airflow api-server`` serves ``create_app()``), with users who must log in."""
+    from fastapi.testclient import TestClient
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("_AIRFLOW_PROCESS_CONTEXT", "server")  # what airflow.api_fastapi.main sets
+        patch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
+        patch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_urlsafe(64))
+        from airflow.api_fastapi.app import create_app
+
+        with TestClient(create_app()) as test_client:
+            yield test_client
+
+
+def login(role: str | None = "viewer", teams: list[str] | None = None) -> dict[str, str]:
+    """The Authorization header of a user of the simple auth manager."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    user = SimpleAuthManagerUser(username=f"{role}-{'-'.join(teams or [])}", role=role, teams=teams)
+    return {"Authorization": f"Bearer {get_auth_manager().generate_jwt(user)}"}
+
+
+def run_url(runs: Runs, dag_id: str, run_id: str | None = None) -> str:
+    return f"/ltx2/dags/{dag_id}/runs/{quote(run_id or runs.run_ids[dag_id], safe='')}"
+
+
+def tab_url(runs: Runs, dag_id: str, task_id: str, map_index: int | str = -1, run_id: str | None = None) -> str:
+    return f"{run_url(runs, dag_id, run_id)}/tasks/{task_id}/video?map_index={map_index}"
+
+
+def stream_url(runs: Runs, dag_id: str, task_id: str, map_index: int = -1) -> str:
+    return f"{run_url(runs, dag_id)}/tasks/{task_id}/video.mp4?map_index={map_index}"
+
+
+def read_xcom(dag_id: str, run_id: str, task_id: str, map_index: int, key: str = "return_value") -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(run_id=run_id, key=key, task_ids=task_id, dag_ids=dag_id, map_indexes=map_index)
+        ).first()
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+def write_xcom(dag_id: str, run_id: str, task_id: str, map_index: int, value: Any, key: str = "return_value") -> None:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    with create_session() as session:
+        if value is None:
+            session.execute(
+                delete(XComModel).where(
+                    XComModel.dag_id == dag_id,
+                    XComModel.run_id == run_id,
+                    XComModel.task_id == task_id,
+                    XComModel.map_index == map_index,
+                    XComModel.key == key,
+                )
+            )
+        else:
+            XComModel.set(
+                key, value, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index, session=session
+            )
+
+
+@contextmanager
+def xcom_replaced(dag_id: str, run_id: str, task_id: str, map_index: int, value: Any) -> Iterator[None]:
+    """The task's return value changed for the ``with`` block (as the REST API lets an editor do), then restored."""
+    original = read_xcom(dag_id, run_id, task_id, map_index)
+    write_xcom(dag_id, run_id, task_id, map_index, value)
+    try:
+        yield
+    finally:
+        write_xcom(dag_id, run_id, task_id, map_index, original)
+
+
+def video_file(result: dict[str, Any]) -> Path:
+    return Path(result["output_uri"].removeprefix("file://"))
+
+
+# ---------------------------------------------------------------- the video tab
+
+
+VIDEO_TASKS = [
+    (BATCH, "generate_video", 0),
+    (BATCH, "generate_video", 2),
+    (TASKFLOW, "animate", 1),
+    (SENSOR, "wait", -1),
+]
+
+
+@pytest.mark.parametrize(("dag_id", "task_id", "map_index"), VIDEO_TASKS)
+def test_tab_plays_the_video_and_shows_its_facts(
+    client: Any, runs: Runs, dag_id: str, task_id: str, map_index: int
+) -> None:
+    result = read_xcom(dag_id, runs.run_ids[dag_id], task_id, map_index)
+    reply = client.get(tab_url(runs, dag_id, task_id, map_index), headers=login())
+    assert reply.status_code == 200, reply.text
+    page = reply.text
+    src = f"../../tasks/{task_id}/video.mp4?map_index={map_index}"
+    assert f'<video controls preload="metadata" src="{src}">' in page
+    assert f'data-field="request_id">{result["request_id"]}<' in page
+    assert f'data-field="price">USD {PRICE_PER_VIDEO_USD:.2f}<' in page
+    assert f"({result['bytes']:,} bytes)" in page and result["bytes"] == video_file(result).stat().st_size
+    assert result["submitted_at"] in page and result["completed_at"] in page
+    assert f"<th>duration</th><td>{result['request']['duration']}</td>" in page
+    if dag_id != SENSOR:
+        assert result["request"]["prompt"] in page
+    # Scripts may not run in the page at all, and only the plugin's own stream may play in it.
+    policy = reply.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "media-src 'self';" in policy and "script-src" not in policy
+
+
+def test_prompt_is_escaped(client: Any, runs: Runs) -> None:
+    page = client.get(tab_url(runs, SENSOR, "wait"), headers=login()).text
+    assert "Lighthouse &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;waves&lt;/b&gt;" in page
+    assert "<script" not in page and "<b>" not in page
+
+
+def test_unmapped_task_placeholder_means_no_map_index(client: Any, runs: Runs) -> None:
+    """The UI leaves ``{MAP_INDEX}`` unfilled on an unmapped task's page."""
+    placeholder = client.get(tab_url(runs, SENSOR, "wait", "{MAP_INDEX}"), headers=login())
+    assert placeholder.status_code == 200
+    assert placeholder.text == client.get(tab_url(runs, SENSOR, "wait"), headers=login()).text
+
+
+def test_video_left_at_the_gateway_plays_from_its_url(client: Any, runs: Runs) -> None:
+    result = read_xcom(SENSOR, runs.run_ids[SENSOR], "url_only", -1)
+    assert result["output_uri"] is None and result["video_url"].startswith(runs.simulator_url)
+    reply = client.get(tab_url(runs, SENSOR, "url_only"), headers=login())
+    assert f'<video controls preload="metadata" src="{result["video_url"]}">' in reply.text
+    assert "not downloaded" in reply.text
+    assert f"media-src 'self' {runs.simulator_url};" in reply.headers["content-security-policy"]
+    assert client.get(stream_url(runs, SENSOR, "url_only"), headers=login()).status_code == 404
+
+
+def test_submit_without_waiting_says_who_shows_the_video(client: Any, runs: Runs) -> None:
+    page = client.get(tab_url(runs, SENSOR, "submit"), headers=login()).text
+    request_id = read_xcom(SENSOR, runs.run_ids[SENSOR], "submit", -1)["request_id"]
+    assert "<video" not in page
+    assert f"submitted as request {request_id}: this task does not wait for the video" in page
+
+
+def test_task_of_another_kind_says_so(client: Any, runs: Runs) -> None:
+    reply = client.get(tab_url(runs, BATCH, "read_requests"), headers=login())
+    assert reply.status_code == 200
+    assert "This task (@task) is not an LTX-2 task: it has no video." in reply.text
+    assert client.get(stream_url(runs, BATCH, "read_requests"), headers=login()).status_code == 404
+
+
+@pytest.fixture(scope="module")
+def pending_run(runs: Runs) -> str:
+    """A second run of the sensor DAG, created as the scheduler would; its tasks get states per test."""
+    import pendulum
+    from airflow.models.dagbag import DBDagBag
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    with create_session() as session:
+        dag = DBDagBag().get_latest_version_of_dag(SENSOR, session=session)
+        assert dag is not None
+        dag.create_dagrun(
+            run_id="pending",
+            run_after=pendulum.now("UTC"),
+            run_type=DagRunType.MANUAL,
+            triggered_by=DagRunTriggeredByType.TEST,
+            state=DagRunState.RUNNING,
+            session=session,
+        )
+    return "pending"
+
+
+def set_state(run_id: str, task_id: str, state: str | None) -> None:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    with create_session() as session:
+        session.execute(
+            update(TaskInstance)
+            .where(TaskInstance.dag_id == SENSOR, TaskInstance.run_id == run_id, TaskInstance.task_id == task_id)
+            .values(state=state)
+        )
+
+
+@pytest.mark.parametrize(
+    ("state", "failure", "expected"),
+    [
+        (None, None, "not started yet"),
+        ("queued", None, "queued: the video has not been requested yet."),
+        ("running", None, "running: submitting the request or waiting for the video."),
+        ("deferred", None, "deferred: waiting for the gateway to finish the video."),
+        ("up_for_retry", None, "up for retry"),
+        ("failed", None, "failed: no video."),
+        ("failed", "LTX-2 request r-1 failed: content policy <violation>", "failed: no video."),
+    ],
+)
+def test_task_without_a_video_says_why(
+    client: Any, runs: Runs, pending_run: str, state: str | None, failure: str | None, expected: str
+) -> None:
+    set_state(pending_run, "url_only", state)
+    write_xcom(SENSOR, pending_run, "url_only", -1, failure, key="ltx2_failure")
+    reply = client.get(tab_url(runs, SENSOR, "url_only", run_id=pending_run), headers=login())
+    assert reply.status_code == 200
+    assert "<video" not in reply.text
+    assert f"No video yet. This task is {expected}" in reply.text
+    if failure:
+        assert "The gateway said" in reply.text
+        assert "content policy &lt;violation&gt;" in reply.text
+    else:
+        assert "The gateway said" not in reply.text
+
+
+# ---------------------------------------------------------------- the stream
+
+
+def test_stream_serves_the_file_and_its_byte_ranges(client: Any, runs: Runs) -> None:
+    content = video_file(read_xcom(BATCH, runs.run_ids[BATCH], "generate_video", 1)).read_bytes()
+    size = len(content)
+    url = stream_url(runs, BATCH, "generate_video", 1)
+
+    whole = client.get(url, headers=login())
+    assert whole.status_code == 200 and whole.content == content
+    assert whole.headers["content-type"] == "video/mp4" and whole.headers["accept-ranges"] == "bytes"
+
+    for header, first, last in (
+        ("bytes=100-199", 100, 199),
+        ("bytes=0-", 0, size - 1),
+        ("bytes=-50", size - 50, size - 1),
+        (f"bytes={size - 10}-{size + 100}", size - 10, size - 1),
+    ):
+        part = client.get(url, headers={**login(), "Range": header})
+        assert part.status_code == 206, header
+        assert part.headers["content-range"] == f"bytes {first}-{last}/{size}"
+        assert part.content == content[first : last + 1]
+        assert int(part.headers["content-length"]) == last - first + 1
+
+    for header in (f"bytes={size}-", "bytes=50-10"):
+        refused = client.get(url, headers={**login(), "Range": header})
+        assert refused.status_code == 416, header
+        assert refused.headers["content-range"] == f"bytes */{size}"
+
+
+def test_forged_output_uri_is_not_served(client: Any, runs: Runs) -> None:
+    """XCom is editable through the REST API; the stream serves only the file the task itself rendered."""
+    run_id = runs.run_ids[BATCH]
+    result = read_xcom(BATCH, run_id, "generate_video", 0)
+    other_video = read_xcom(BATCH, run_id, "generate_video", 1)["output_uri"]
+    url = stream_url(runs, BATCH, "generate_video", 0)
+    for forged in (other_video, "file:///etc/passwd", f"{result['output_uri']}/../../../../../etc/passwd"):
+        with xcom_replaced(BATCH, run_id, "generate_video", 0, {**result, "output_uri": forged}):
+            assert client.get(url, headers=login()).status_code == 403, forged
+    assert client.get(url, headers=login()).status_code == 200
+
+
+def test_forged_result_without_rendered_fields_serves_only_an_mp4(client: Any, runs: Runs, pending_run: str) -> None:
+    """A run whose rendered fields are gone (Airflow keeps a task's last 30) still never serves a non-video."""
+    result = read_xcom(SENSOR, runs.run_ids[SENSOR], "wait", -1)
+    set_state(pending_run, "wait", "success")
+    url = f"{run_url(runs, SENSOR, pending_run)}/tasks/wait/video.mp4"
+    with xcom_replaced(SENSOR, pending_run, "wait", -1, {**result, "output_uri": "file:///etc/passwd"}):
+        assert client.get(url, headers=login()).status_code == 403
+    with xcom_replaced(SENSOR, pending_run, "wait", -1, result):
+        assert client.get(url, headers=login()).status_code == 200
+
+
+def test_video_in_object_storage_is_streamed_with_its_connection(client: Any, runs: Runs, s3_run: S3Run) -> None:
+    """The mapped task set ``output_conn_id``: the stream reads the S3 object through that connection."""
+    result = read_xcom(OBJECT_STORAGE, s3_run.run_id, "generate_video", 1)
+    bucket, key = result["output_uri"].removeprefix("s3://").split("/", 1)
+    assert bucket == S3_BUCKET
+    tab = client.get(tab_url(runs, OBJECT_STORAGE, "generate_video", 1, run_id=s3_run.run_id), headers=login())
+    assert tab.status_code == 200 and "<video" in tab.text
+    assert f"s3://{S3_BUCKET}/{key}" in tab.text and S3_SECRET not in tab.text
+
+    url = f"{run_url(runs, OBJECT_STORAGE, s3_run.run_id)}/tasks/generate_video/video.mp4?map_index=1"
+    part = client.get(url, headers={**login(), "Range": "bytes=10-99"})
+    assert part.status_code == 206, part.text
+    assert part.content == s3_run.s3.get_object(Bucket=bucket, Key=key)["Body"].read()[10:100]
+
+
+def test_store_connection_comes_from_the_task() -> None:
+    """Read from the serialized DAG as the api-server has it: set on a mapped task, rendered when templated."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from airflow_provider_ltx2.plugins.app import FoundTask
+    from airflow_provider_ltx2.plugins.pages import TaskSlot
+
+    bag = DagBag(str(REPO / "example_dags"))
+    tasks = {
+        dag_id: DagSerialization.from_dict(DagSerialization.to_dict(bag.dags[dag_id])).task_dict["generate_video"]
+        for dag_id in (OBJECT_STORAGE, "example_ltx2_single_video")
+    }
+    slot = TaskSlot(task_id="generate_video", map_index=0, state="success")
+    assert FoundTask(tasks[OBJECT_STORAGE], slot, rendered={}).output_conn_id == "aws_default"
+    assert FoundTask(tasks["example_ltx2_single_video"], slot, rendered={}).output_conn_id is None
+    rendered = {"output_conn_id": "store_of_this_index"}
+    assert FoundTask(tasks[OBJECT_STORAGE], slot, rendered=rendered).output_conn_id == "store_of_this_index"
+
+
+# ---------------------------------------------------------------- the gallery
+
+
+def test_gallery_shows_every_map_index_and_the_total_price(client: Any, runs: Runs) -> None:
+    reply = client.get(f"{run_url(runs, BATCH)}/videos", headers=login())
+    assert reply.status_code == 200
+    page = reply.text
+    cards = re.findall(r'<section class="card" data-task="generate_video" data-map-index="(\d+)">', page)
+    assert cards == ["0", "1", "2"]
+    for index in range(3):
+        result = read_xcom(BATCH, runs.run_ids[BATCH], "generate_video", index)
+        assert f'src="tasks/generate_video/video.mp4?map_index={index}"' in page
+        assert result["request"]["prompt"] in page
+    assert 'data-field="total_price">USD 1.80<' in page and "(3 paid, 0 reused)" in page
+    assert "read_requests" not in page and "write_manifest" not in page  # not LTX-2 tasks
+
+
+def test_gallery_does_not_charge_a_reused_video(client: Any, runs: Runs) -> None:
+    run_id = runs.run_ids[BATCH]
+    result = read_xcom(BATCH, run_id, "generate_video", 1)
+    with xcom_replaced(BATCH, run_id, "generate_video", 1, {**result, "reused": True}):
+        page = client.get(f"{run_url(runs, BATCH)}/videos", headers=login()).text
+        tab = client.get(tab_url(runs, BATCH, "generate_video", 1), headers=login()).text
+    assert 'data-field="total_price">USD 1.20<' in page and "(2 paid, 1 reused)" in page
+    assert "USD 0.00 (reused an earlier request" in tab
+
+
+def test_gallery_of_a_sensor_run(client: Any, runs: Runs) -> None:
+    page = client.get(f"{run_url(runs, SENSOR)}/videos", headers=login()).text
+    assert re.findall(r'data-task="(\w+)" data-map-index="-1">', page) == ["url_only", "wait", "submit"]
+    assert 'data-field="total_price">USD 1.20<' in page  # two videos; the sensor's was paid by the submit
+    assert 'src="tasks/wait/video.mp4?map_index=-1"' in page
+    assert "submitted as request" in page
+
+
+# ---------------------------------------------------------------- access
+
+
+def every_page(runs: Runs) -> list[str]:
+    """One URL of each route of the plugin, for finished runs of each DAG."""
+    return [
+        *(tab_url(runs, dag_id, task_id, index) for dag_id, task_id, index in VIDEO_TASKS),
+        *(stream_url(runs, dag_id, task_id, index) for dag_id, task_id, index in VIDEO_TASKS),
+        *(f"{run_url(runs, dag_id)}/videos" for dag_id in (BATCH, TASKFLOW, SENSOR)),
+    ]
+
+
+def test_every_route_of_the_plugin_is_covered(client: Any, runs: Runs) -> None:
+    """The access tests below call each route the plugin serves: a new route must join them."""
+    from airflow_provider_ltx2.plugins.ltx2 import Ltx2Plugin
+
+    plugin_app = Ltx2Plugin.fastapi_apps[0]["app"]._app
+    assert plugin_app is not None  # built by the first request, inside the api-server's app
+    called = [url.removeprefix("/ltx2").split("?")[0] for url in every_page(runs)]
+    for route in plugin_app.routes:
+        pattern = re.sub(r"\{\w+\}", "[^/]+", route.path)
+        assert any(re.fullmatch(pattern, url) for url in called), route.path
+
+
+def test_no_login_is_401(client: Any, runs: Runs) -> None:
+    for url in [*every_page(runs), "/ltx2/dags/no_such_dag/runs/no_such_run/videos"]:
+        reply = client.get(url)
+        assert reply.status_code == 401, url
+        assert "<video" not in reply.text
+
+
+def test_tampered_token_is_refused(client: Any, runs: Runs) -> None:
+    header = login()["Authorization"]
+    tampered = {"Authorization": header[:-4] + ("AAAA" if not header.endswith("AAAA") else "BBBB")}
+    for url in every_page(runs):
+        assert client.get(url, headers=tampered).status_code in (401, 403), url
+
+
+def test_cookie_of_the_ui_login_is_accepted(client: Any, runs: Runs) -> None:
+    """The tab is an iframe of the UI: its requests carry the UI's ``_token`` cookie, not a header."""
+    token = login()["Authorization"].removeprefix("Bearer ")
+    reply = client.get(tab_url(runs, SENSOR, "wait"), headers={"Cookie": f"_token={token}"})
+    assert reply.status_code == 200 and "<video" in reply.text
+
+
+@pytest.fixture
+def dags_owned_by_team() -> Iterator[None]:
+    """The DAGs' bundle belongs to a team: Airflow then lets only that team's users read them."""
+    from airflow.models.dag import clear_team_name_cache
+    from airflow.models.dagbundle import DagBundleModel
+    from airflow.models.team import Team
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        bundle = session.get(DagBundleModel, "dags-folder")
+        assert bundle is not None
+        bundle.teams.append(Team(name=TEAM))
+    clear_team_name_cache()  # Airflow caches a DAG's team for [core] team_name_cache_ttl seconds
+    yield
+    with create_session() as session:
+        bundle = session.get(DagBundleModel, "dags-folder")
+        bundle.teams.clear()
+        session.delete(session.get(Team, TEAM))
+    clear_team_name_cache()
+
+
+def test_user_without_access_to_the_dag_is_403(client: Any, runs: Runs, dags_owned_by_team: None) -> None:
+    outsider, no_role, member = login(teams=["other"]), login(role=None), login(teams=[TEAM])
+    for url in every_page(runs):
+        assert client.get(url, headers=outsider).status_code == 403, url
+        assert client.get(url, headers=no_role).status_code == 403, url
+        assert client.get(url, headers=member).status_code == 200, url
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/ltx2/dags/no_such_dag/runs/{run}/videos", 404),
+        (f"/ltx2/dags/{BATCH}/runs/no_such_run/videos", 404),
+        (f"/ltx2/dags/{BATCH}/runs/{{run}}/tasks/no_such_task/video", 404),
+        (f"/ltx2/dags/{BATCH}/runs/{{run}}/tasks/animate/video?map_index=0", 404),  # another DAG's task
+        (f"/ltx2/dags/{TASKFLOW}/runs/{{run}}/tasks/animate/video", 404),  # a run of another DAG
+        (f"/ltx2/dags/{BATCH}/runs/{{run}}/tasks/generate_video/video?map_index=3", 404),  # no such index
+        (f"/ltx2/dags/{BATCH}/runs/{{run}}/tasks/generate_video/video.mp4?map_index=-1", 404),  # mapped task
+        (f"/ltx2/dags/{BATCH}/runs/{{run}}/tasks/generate_video/video?map_index=0/../1", 400),
+        (f"/ltx2/dags/{BATCH}/runs/{{run}}/tasks/generate_video/video?map_index=-2", 400),
+        (f"/ltx2/dags/{BATCH}/runs/{{run}}/tasks/..%2F..%2F..%2Fvideos/video", 404),
+        (f"/ltx2/dags/{BATCH}/runs/..%2F{{run}}/videos", 404),
+        (f"/ltx2/dags/{BATCH}/runs/{{run}}/tasks/generate_video/..%2F..%2F..%2F..%2Fetc%2Fpasswd", 404),
+        ("/ltx2/dags/%2E%2E/runs/{run}/videos", 404),
+    ],
+)
+def test_unknown_and_escaping_ids_are_refused(client: Any, runs: Runs, path: str, expected: int) -> None:
+    url = path.replace("{run}", quote(runs.run_ids[BATCH], safe=""))
+    assert client.get(url, headers=login()).status_code == expected
+
+
+def test_no_secret_in_any_page(client: Any, runs: Runs) -> None:
+    """No page holds the gateway key, nor the signature of a signed image URL the operator sent."""
+    run_id = runs.run_ids[BATCH]
+    result = read_xcom(BATCH, run_id, "generate_video", 2)
+    signed = "https://bucket.s3.amazonaws.com/in/1.jpg?X-Amz-Credential=AKIA123&X-Amz-Signature=f00d"
+    request = {**result["request"], "image_url": signed}
+    with xcom_replaced(BATCH, run_id, "generate_video", 2, {**result, "request": request}):
+        pages = [client.get(url, headers=login()).text for url in every_page(runs) if "video.mp4" not in url]
+    for page in pages:
+        assert KEY not in page and "X-Amz-Signature" not in page and "AKIA123" not in page
+    assert any("https://bucket.s3.amazonaws.com/in/1.jpg (query not shown)" in page for page in pages)
