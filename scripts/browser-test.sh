@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The provider in Airflow's UI, seen by a real browser: the `ltx2` connection form and the "LTX-2 video"
-# extra link, checked in headless Chromium (tests/browser); screenshots go to docs/screenshots/.
+# The provider in Airflow's UI, seen by a real browser: the `ltx2` connection form, the "LTX-2 video" extra
+# link, and the plugin's "LTX-2 video" tab and "LTX-2 videos" gallery (playing, seeking, access checks),
+# checked in headless Chromium (tests/browser); screenshots go to docs/screenshots/.
 #
 # Installs what it needs when missing: Debian's `chromium` (apt-get, needs root) and the `playwright`
 # package in the project's virtualenv (its own browser download is not used). Extra arguments go to
-# pytest. LTX2_BROWSER_TEST_TIMEOUT bounds the test run in seconds (default 420).
+# pytest. LTX2_BROWSER_TEST_TIMEOUT bounds the test run in seconds (default 600).
 source "$(dirname "$0")/bootstrap.sh"
 
 CHROMIUM="${LTX2_CHROMIUM:-/usr/bin/chromium}"
-TIME_LIMIT="${LTX2_BROWSER_TEST_TIMEOUT:-420}"
+TIME_LIMIT="${LTX2_BROWSER_TEST_TIMEOUT:-600}"
 
 if [ ! -x "$CHROMIUM" ]; then
     if [ "$(id -u)" -ne 0 ]; then

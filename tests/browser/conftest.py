@@ -1,4 +1,7 @@
-"""A real Airflow UI for the browser tests: simulator, metadata DB, one finished run, an API server, Chromium.
+"""A real Airflow UI for the browser tests: simulator, metadata DB, finished runs, an API server, Chromium.
+
+The API server runs Airflow's simple auth manager with a real user who logs in through its login page, so
+the provider's views are reached, and refused, exactly as Airflow's own pages are.
 
 Every process started here is written to ``<run dir>/pids`` as soon as it starts, so that
 ``scripts/browser-test.sh`` can stop it even if pytest is killed, and is stopped by its id on teardown.
@@ -31,7 +34,7 @@ from types import FrameType
 from typing import Any
 from urllib.error import URLError
 from urllib.parse import quote
-from urllib.request import urlopen
+from urllib.request import Request, urlopen
 
 import pytest
 
@@ -52,7 +55,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 DAG_ID = "example_ltx2_single_video"
+BATCH_DAG_ID = "example_ltx2_batch_from_csv"  # maps over example_dags/data/prompts.csv
 TASK_ID = "generate_video"
+USERNAME = "admin"
 CONN_ID = "ltx2_browser"
 SCREENSHOTS = Path(os.environ.get("LTX2_SCREENSHOT_DIR", REPO / "docs" / "screenshots"))
 UI_TIMEOUT_MS = 20_000  # the bound of any one wait for the UI: generous, for a busy 2-core machine
@@ -221,48 +226,71 @@ def ui_simulator(terminate_gracefully: None) -> Iterator[SimulatorProcess]:
 class AirflowUI:
     base_url: str
     home: Path
-    run_id: str
+    run_ids: dict[str, str]
     simulator: SimulatorProcess
+    password: str
+    token: str
 
     def api(self, path: str, timeout: float = 30) -> Any:
-        """GET a REST API path (the all-admins auth manager lets anyone in)."""
-        with urlopen(f"{self.base_url}{path}", timeout=timeout) as reply:
-            return json.loads(reply.read())
+        """GET a REST API path as the logged-in user."""
+        return get_json(f"{self.base_url}{path}", self.token, timeout)
+
+    @property
+    def run_id(self) -> str:
+        return self.run_ids[DAG_ID]
+
+    def run_path(self, dag_id: str = DAG_ID) -> str:
+        return f"/dags/{dag_id}/runs/{quote(self.run_ids[dag_id], safe='')}"
 
     @property
     def task_instance_path(self) -> str:
-        return f"/dags/{DAG_ID}/runs/{quote(self.run_id, safe='')}/tasks/{TASK_ID}"
+        return f"{self.run_path()}/tasks/{TASK_ID}"
+
+
+def get_json(url: str, token: str, timeout: float = 30) -> Any:
+    with urlopen(Request(url, headers={"Authorization": f"Bearer {token}"}), timeout=timeout) as reply:
+        return json.loads(reply.read())
+
+
+def log_in(base_url: str, password: str) -> str:
+    """A JWT for the user, from the simple auth manager's token endpoint."""
+    body = json.dumps({"username": USERNAME, "password": password}).encode()
+    request = Request(f"{base_url}/auth/token", data=body, headers={"Content-Type": "application/json"})
+    with urlopen(request, timeout=30) as reply:
+        return str(json.loads(reply.read())["access_token"])
 
 
 @pytest.fixture(scope="session")
 def airflow_ui(ui_simulator: SimulatorProcess) -> Iterator[AirflowUI]:
-    """A migrated SQLite home with one finished deferrable run of the example DAG, a CLI-made ``ltx2``
-    connection, and ``airflow api-server`` on a free loopback port."""
+    """A migrated SQLite home with finished deferrable runs of the single-video and batch examples (videos
+    downloaded), a CLI-made ``ltx2`` connection, and ``airflow api-server`` on a free loopback port."""
     home = run_dir_path() / "airflow-home"
     home.mkdir(exist_ok=True)
+    password = secrets.token_urlsafe(16)
+    passwords = run_dir_path() / "passwords.json"
+    passwords.write_text(json.dumps({USERNAME: password}))
     env = airflow_env(
         home,
         AIRFLOW__CORE__AUTH_MANAGER="airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",  # no login page: every visitor is an admin
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USERNAME}:admin",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
         AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(64),
     )
     env.pop("AIRFLOW_CONN_LTX2_DEFAULT", None)
 
     run("db-migrate", airflow_cli("db", "migrate"), env, timeout=180)
-    dag_test = run(
-        "dags-test",
-        airflow_cli("dags", "test", DAG_ID),
-        {
-            **env,
-            "AIRFLOW_CONN_LTX2_DEFAULT": ui_simulator.connection(),
-            "LTX2_EXAMPLE_DEFERRABLE": "true",
-            "LTX2_EXAMPLE_OUTPUT_DIR": str(run_dir_path() / "videos"),
-            "LTX2_EXAMPLE_POLL_INTERVAL": "0.5",
-            "LTX2_EXAMPLE_IMAGE_URL": f"{ui_simulator.base_url}/files/sample.jpg",
-        },
-        timeout=180,
-    )
-    assert "state=success" in dag_test and "running trigger in line" in dag_test, log_tail("dags-test")
+    example_env = {
+        **env,
+        "AIRFLOW_CONN_LTX2_DEFAULT": ui_simulator.connection(),
+        "LTX2_EXAMPLE_DEFERRABLE": "true",
+        "LTX2_EXAMPLE_OUTPUT_DIR": str(run_dir_path() / "videos"),
+        "LTX2_EXAMPLE_POLL_INTERVAL": "0.5",
+        "LTX2_EXAMPLE_IMAGE_URL": f"{ui_simulator.base_url}/files/sample.jpg",
+        "LTX2_EXAMPLE_IMAGE_BASE_URL": f"{ui_simulator.base_url}/files/",
+    }
+    for dag_id in (DAG_ID, BATCH_DAG_ID):
+        dag_test = run(f"dags-test-{dag_id}", airflow_cli("dags", "test", dag_id), example_env, timeout=240)
+        assert "state=success" in dag_test and "running trigger in line" in dag_test, log_tail(f"dags-test-{dag_id}")
     run(
         "connections-add",
         airflow_cli(
@@ -282,8 +310,9 @@ def airflow_ui(ui_simulator: SimulatorProcess) -> Iterator[AirflowUI]:
 
     server, base_url = start_api_server(env)
     try:
-        ui = AirflowUI(base_url=base_url, home=home, run_id=finished_run_id(base_url), simulator=ui_simulator)
-        yield ui
+        token = log_in(base_url, password)
+        run_ids = {dag_id: finished_run_id(base_url, dag_id, token) for dag_id in (DAG_ID, BATCH_DAG_ID)}
+        yield AirflowUI(base_url, home, run_ids, ui_simulator, password, token)
     finally:
         stop(server)
 
@@ -323,11 +352,10 @@ def wait_until_healthy(server: subprocess.Popen[bytes], base_url: str, name: str
     pytest.fail(f"airflow api-server not healthy after {timeout}s\n{log_tail(name)}")
 
 
-def finished_run_id(base_url: str) -> str:
-    with urlopen(f"{base_url}/api/v2/dags/{DAG_ID}/dagRuns", timeout=30) as reply:
-        runs = json.loads(reply.read())["dag_runs"]
+def finished_run_id(base_url: str, dag_id: str, token: str) -> str:
+    runs = get_json(f"{base_url}/api/v2/dags/{dag_id}/dagRuns", token)["dag_runs"]
     succeeded = [run["dag_run_id"] for run in runs if run["state"] == "success"]
-    assert len(succeeded) == 1, f"expected one successful run of {DAG_ID}, the API lists {runs}"
+    assert len(succeeded) == 1, f"expected one successful run of {dag_id}, the API lists {runs}"
     return str(succeeded[0])
 
 
@@ -346,13 +374,39 @@ def browser(terminate_gracefully: None) -> Iterator[Any]:
             chromium.close()
 
 
-@pytest.fixture
-def page(airflow_ui: AirflowUI, browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=airflow_ui.base_url)
+@pytest.fixture(scope="session")
+def logged_in(airflow_ui: AirflowUI, browser: Any) -> dict[str, Any]:
+    """The browser state of a user who signed in on the simple auth manager's login page."""
+    context = browser.new_context(base_url=airflow_ui.base_url)
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto("/", timeout=60_000)
+        page.get_by_label("Username").fill(USERNAME)
+        page.get_by_label("Password").fill(airflow_ui.password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/auth/" not in url, timeout=60_000)
+        state: dict[str, Any] = context.storage_state()
+    finally:
+        context.close()
+    assert any(cookie["name"] == "_token" for cookie in state["cookies"]), state
+    return state
+
+
+def new_context(browser: Any, base_url: str, storage_state: dict[str, Any] | None = None) -> Any:
+    context = browser.new_context(
+        viewport={"width": 1400, "height": 1000}, base_url=base_url, storage_state=storage_state
+    )
     context.set_default_timeout(UI_TIMEOUT_MS)
     context.set_default_navigation_timeout(60_000)
-    page = context.new_page()
+    return context
+
+
+@pytest.fixture
+def page(airflow_ui: AirflowUI, browser: Any, logged_in: dict[str, Any]) -> Iterator[Any]:
+    """A tab of the logged-in user."""
+    context = new_context(browser, airflow_ui.base_url, logged_in)
     try:
-        yield page
+        yield context.new_page()
     finally:
         context.close()
