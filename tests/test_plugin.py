@@ -310,6 +310,7 @@ VIDEO_TASKS = [
 ]
 
 
+@pytest.mark.dags
 @pytest.mark.parametrize(("dag_id", "task_id", "map_index"), VIDEO_TASKS)
 def test_tab_plays_the_video_and_shows_its_facts(
     client: Any, runs: Runs, dag_id: str, task_id: str, map_index: int
@@ -332,12 +333,14 @@ def test_tab_plays_the_video_and_shows_its_facts(
     assert "default-src 'none'" in policy and "media-src 'self';" in policy and "script-src" not in policy
 
 
+@pytest.mark.dags
 def test_prompt_is_escaped(client: Any, runs: Runs) -> None:
     page = client.get(tab_url(runs, SENSOR, "wait"), headers=login()).text
     assert "Lighthouse &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;waves&lt;/b&gt;" in page
     assert "<script" not in page and "<b>" not in page
 
 
+@pytest.mark.dags
 def test_unmapped_task_placeholder_means_no_map_index(client: Any, runs: Runs) -> None:
     """The UI leaves ``{MAP_INDEX}`` unfilled on an unmapped task's page."""
     placeholder = client.get(tab_url(runs, SENSOR, "wait", "{MAP_INDEX}"), headers=login())
@@ -345,6 +348,7 @@ def test_unmapped_task_placeholder_means_no_map_index(client: Any, runs: Runs) -
     assert placeholder.text == client.get(tab_url(runs, SENSOR, "wait"), headers=login()).text
 
 
+@pytest.mark.dags
 def test_video_left_at_the_gateway_plays_from_its_url(client: Any, runs: Runs) -> None:
     result = read_xcom(SENSOR, runs.run_ids[SENSOR], "url_only", -1)
     assert result["output_uri"] is None and result["video_url"].startswith(runs.simulator_url)
@@ -355,6 +359,7 @@ def test_video_left_at_the_gateway_plays_from_its_url(client: Any, runs: Runs) -
     assert client.get(stream_url(runs, SENSOR, "url_only"), headers=login()).status_code == 404
 
 
+@pytest.mark.dags
 def test_submit_without_waiting_says_who_shows_the_video(client: Any, runs: Runs) -> None:
     page = client.get(tab_url(runs, SENSOR, "submit"), headers=login()).text
     request_id = read_xcom(SENSOR, runs.run_ids[SENSOR], "submit", -1)["request_id"]
@@ -362,6 +367,7 @@ def test_submit_without_waiting_says_who_shows_the_video(client: Any, runs: Runs
     assert f"submitted as request {request_id}: this task does not wait for the video" in page
 
 
+@pytest.mark.dags
 def test_task_of_another_kind_says_so(client: Any, runs: Runs) -> None:
     reply = client.get(tab_url(runs, BATCH, "read_requests"), headers=login())
     assert reply.status_code == 200
@@ -405,6 +411,7 @@ def set_state(run_id: str, task_id: str, state: str | None) -> None:
         )
 
 
+@pytest.mark.dags
 @pytest.mark.parametrize(
     ("state", "failure", "expected"),
     [
@@ -436,6 +443,7 @@ def test_task_without_a_video_says_why(
 # ---------------------------------------------------------------- the stream
 
 
+@pytest.mark.dags
 def test_stream_serves_the_file_and_its_byte_ranges(client: Any, runs: Runs) -> None:
     content = video_file(read_xcom(BATCH, runs.run_ids[BATCH], "generate_video", 1)).read_bytes()
     size = len(content)
@@ -463,6 +471,7 @@ def test_stream_serves_the_file_and_its_byte_ranges(client: Any, runs: Runs) -> 
         assert refused.headers["content-range"] == f"bytes */{size}"
 
 
+@pytest.mark.dags
 def test_forged_output_uri_is_not_served(client: Any, runs: Runs) -> None:
     """XCom is editable through the REST API; the stream serves only the file the task itself rendered."""
     run_id = runs.run_ids[BATCH]
@@ -475,6 +484,7 @@ def test_forged_output_uri_is_not_served(client: Any, runs: Runs) -> None:
     assert client.get(url, headers=login()).status_code == 200
 
 
+@pytest.mark.dags
 def test_forged_result_without_rendered_fields_serves_only_an_mp4(client: Any, runs: Runs, pending_run: str) -> None:
     """A run whose rendered fields are gone (Airflow keeps a task's last 30) still never serves a non-video."""
     result = read_xcom(SENSOR, runs.run_ids[SENSOR], "wait", -1)
@@ -486,6 +496,7 @@ def test_forged_result_without_rendered_fields_serves_only_an_mp4(client: Any, r
         assert client.get(url, headers=login()).status_code == 200
 
 
+@pytest.mark.dags
 def test_video_in_object_storage_is_streamed_with_its_connection(client: Any, runs: Runs, s3_run: S3Run) -> None:
     """The mapped task set ``output_conn_id``: the stream reads the S3 object through that connection."""
     result = read_xcom(OBJECT_STORAGE, s3_run.run_id, "generate_video", 1)
@@ -524,6 +535,7 @@ def test_store_connection_comes_from_the_task() -> None:
 # ---------------------------------------------------------------- the gallery
 
 
+@pytest.mark.dags
 def test_gallery_shows_every_map_index_and_the_total_price(client: Any, runs: Runs) -> None:
     reply = client.get(f"{run_url(runs, BATCH)}/videos", headers=login())
     assert reply.status_code == 200
@@ -538,6 +550,7 @@ def test_gallery_shows_every_map_index_and_the_total_price(client: Any, runs: Ru
     assert "read_requests" not in page and "write_manifest" not in page  # not LTX-2 tasks
 
 
+@pytest.mark.dags
 def test_gallery_does_not_charge_a_reused_video(client: Any, runs: Runs) -> None:
     run_id = runs.run_ids[BATCH]
     result = read_xcom(BATCH, run_id, "generate_video", 1)
@@ -548,6 +561,7 @@ def test_gallery_does_not_charge_a_reused_video(client: Any, runs: Runs) -> None
     assert "USD 0.00 (reused an earlier request" in tab
 
 
+@pytest.mark.dags
 def test_gallery_of_a_sensor_run(client: Any, runs: Runs) -> None:
     page = client.get(f"{run_url(runs, SENSOR)}/videos", headers=login()).text
     assert re.findall(r'data-task="(\w+)" data-map-index="-1">', page) == ["url_only", "wait", "submit"]
@@ -568,6 +582,7 @@ def every_page(runs: Runs) -> list[str]:
     ]
 
 
+@pytest.mark.dags
 def test_every_route_of_the_plugin_is_covered(client: Any, runs: Runs) -> None:
     """The access tests below call each route the plugin serves: a new route must join them."""
     from airflow_provider_ltx2.plugins.ltx2 import Ltx2Plugin
@@ -580,6 +595,7 @@ def test_every_route_of_the_plugin_is_covered(client: Any, runs: Runs) -> None:
         assert any(re.fullmatch(pattern, url) for url in called), route.path
 
 
+@pytest.mark.dags
 def test_no_login_is_401(client: Any, runs: Runs) -> None:
     for url in [*every_page(runs), "/ltx2/dags/no_such_dag/runs/no_such_run/videos"]:
         reply = client.get(url)
@@ -587,6 +603,7 @@ def test_no_login_is_401(client: Any, runs: Runs) -> None:
         assert "<video" not in reply.text
 
 
+@pytest.mark.dags
 def test_tampered_token_is_refused(client: Any, runs: Runs) -> None:
     header = login()["Authorization"]
     tampered = {"Authorization": header[:-4] + ("AAAA" if not header.endswith("AAAA") else "BBBB")}
@@ -594,6 +611,7 @@ def test_tampered_token_is_refused(client: Any, runs: Runs) -> None:
         assert client.get(url, headers=tampered).status_code in (401, 403), url
 
 
+@pytest.mark.dags
 def test_cookie_of_the_ui_login_is_accepted(client: Any, runs: Runs) -> None:
     """The tab is an iframe of the UI: its requests carry the UI's ``_token`` cookie, not a header."""
     token = login()["Authorization"].removeprefix("Bearer ")
@@ -622,6 +640,7 @@ def dags_owned_by_team() -> Iterator[None]:
     clear_team_name_cache()
 
 
+@pytest.mark.dags
 def test_user_without_access_to_the_dag_is_403(client: Any, runs: Runs, dags_owned_by_team: None) -> None:
     outsider, no_role, member = login(teams=["other"]), login(role=None), login(teams=[TEAM])
     for url in every_page(runs):
@@ -630,6 +649,7 @@ def test_user_without_access_to_the_dag_is_403(client: Any, runs: Runs, dags_own
         assert client.get(url, headers=member).status_code == 200, url
 
 
+@pytest.mark.dags
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
@@ -653,6 +673,7 @@ def test_unknown_and_escaping_ids_are_refused(client: Any, runs: Runs, path: str
     assert client.get(url, headers=login()).status_code == expected
 
 
+@pytest.mark.dags
 def test_no_secret_in_any_page(client: Any, runs: Runs) -> None:
     """No page holds the gateway key, nor the signature of a signed image URL the operator sent."""
     run_id = runs.run_ids[BATCH]
