@@ -142,6 +142,18 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def example_dag_env(simulator: SimulatorProcess, output_dir: Path, **extra: str) -> dict[str, str]:
+    """What the example DAGs read (connection, image, output folder, fast polls), for ``airflow dags test``."""
+    return {
+        "AIRFLOW_CONN_LTX2_DEFAULT": simulator.connection(),
+        "LTX2_EXAMPLE_OUTPUT_DIR": str(output_dir),
+        "LTX2_EXAMPLE_POLL_INTERVAL": "0.5",
+        "LTX2_EXAMPLE_IMAGE_URL": f"{simulator.base_url}/files/sample.jpg",
+        "LTX2_EXAMPLE_IMAGE_BASE_URL": f"{simulator.base_url}/files/",
+        **extra,
+    }
+
+
 # ------------------------------------------------------------------------------------------ task fakes
 
 

@@ -32,6 +32,7 @@ from airflow_provider_ltx2.waiting import (
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 # task_state_store key (Airflow 3.3+): the paid request of this task instance, kept across retries.
 STATE_KEY = "ltx2_request"
@@ -260,6 +261,18 @@ class Ltx2GenerateVideoOperator(BaseOperator):
         if store is not None:
             store.set(STATE_KEY, {**job.to_dict(), "request": request, "submitted_at": submitted_at})
         return job, submitted_at
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the image in, the MP4 out, the gateway request and the generation's facets."""
+        from airflow_provider_ltx2 import lineage
+
+        return lineage.on_complete(self.hook, task_instance)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the image and the gateway request of a failed generation, as far as it got."""
+        from airflow_provider_ltx2 import lineage
+
+        return lineage.on_failure(self.hook, task_instance)
 
 
 def summarise(request: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from airflow_provider_ltx2.waiting import (
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 
 class Ltx2VideoSensor(BaseSensorOperator):
@@ -128,3 +129,15 @@ class Ltx2VideoSensor(BaseSensorOperator):
             output_conn_id=self.output_conn_id,
             outlets=self.outlets,
         )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the image in, the MP4 out, the gateway request and the generation's facets."""
+        from airflow_provider_ltx2 import lineage
+
+        return lineage.on_complete(self.hook, task_instance)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the image and the gateway request of a failed generation, as far as it got."""
+        from airflow_provider_ltx2 import lineage
+
+        return lineage.on_failure(self.hook, task_instance, self.request_id)

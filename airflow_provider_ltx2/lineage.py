@@ -1,0 +1,121 @@
+"""OpenLineage for the provider's tasks: the image in, the MP4 out, and the gateway request behind the run.
+
+Needs the ``openlineage`` extra (``apache-airflow-providers-openlineage``); only the tasks'
+``get_openlineage_facets_on_complete`` / ``..._on_failure`` import this module, so without the extra
+nothing of it is loaded. The OpenLineage listener prefers these methods to Airflow's hook-level lineage,
+which would otherwise report the download's temporary ``.part`` file instead of the MP4.
+
+Everything comes from the task's own XComs (its result dict, or on failure ``request_id`` and
+``request``), which hold the image's original URI and never a key or a signed URL; dataset names also
+drop any query string and user info, as OpenLineage's naming does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow.providers.common.compat.openlineage.facet import (
+    Dataset,
+    ExternalQueryRunFacet,
+    OutputDataset,
+    OutputStatisticsOutputDatasetFacet,
+    RunFacet,
+)
+from airflow.providers.openlineage.extractors import OperatorLineage
+from attrs import define
+
+from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD
+
+if TYPE_CHECKING:
+    from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+
+GENERATION_FACET = "ltx2_generation"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+BUCKET_SCHEMES = {"s3": "s3", "s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs"}
+
+
+def dataset_name(uri: str) -> tuple[str, str]:
+    """OpenLineage's (namespace, name) of a URI: ``https://host`` + ``/path``, ``s3://bucket`` + ``key``,
+    ``gs://bucket`` + ``key``, ``file`` + ``/path``; any other scheme ``scheme://authority`` + path.
+
+    Query and fragment are never part of a name (a signed URL's signature lives in its query), nor is a
+    password; an http(s) URL also loses its user name and default port.
+    """
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if scheme in ("", "file"):
+        return ("file" if not host else f"file://{host}"), parts.path
+    if scheme in BUCKET_SCHEMES:
+        return f"{BUCKET_SCHEMES[scheme]}://{host}", parts.path.lstrip("/")
+    if scheme in DEFAULT_PORTS:
+        port = parts.port
+        authority = host if port is None or port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
+        return f"{scheme}://{authority}", parts.path or "/"
+    # e.g. abfss://container@account.dfs.core.windows.net: the user part names the container
+    authority = parts.netloc.rsplit("@", 1)[-1] if parts.password is not None else parts.netloc
+    return f"{scheme}://{authority}", parts.path
+
+
+@define
+class Ltx2GenerationRunFacet(RunFacet):
+    """The generation a run asked for: its parameters (the image is the run's input) and its price."""
+
+    parameters: dict[str, Any]
+    priceUsd: float  # camelCase: OpenLineage's field style
+    reused: bool = False
+    submittedAt: str | None = None
+    completedAt: str | None = None
+
+
+def on_complete(hook: Ltx2Hook, task_instance: Any) -> OperatorLineage:
+    """The lineage of a finished task, from its result dict (XCom ``return_value``)."""
+    result = _own_xcom(task_instance, "return_value")
+    if not isinstance(result, Mapping):
+        return OperatorLineage()
+    lineage = _lineage(hook, result.get("request_id"), result.get("request"), result)
+    video = result.get("output_uri") or result.get("video_url")
+    if isinstance(video, str) and video:
+        namespace, name = dataset_name(video)
+        facets: dict[str, Any] = {}
+        if isinstance(size := result.get("bytes"), int):
+            facets["outputStatistics"] = OutputStatisticsOutputDatasetFacet(size=size, fileCount=1)
+        lineage.outputs.append(OutputDataset(namespace=namespace, name=name, outputFacets=facets))
+    return lineage
+
+
+def on_failure(hook: Ltx2Hook, task_instance: Any, given: Any = None) -> OperatorLineage:
+    """The lineage of a failed task: the request the operator recorded in XCom (``request_id``,
+    ``request``), else what the task was given (a sensor's ``request_id``: an id or the operator's dict)."""
+    known = given if isinstance(given, Mapping) else {"request_id": given}
+    request_id = _own_xcom(task_instance, "request_id") or known.get("request_id")
+    request = _own_xcom(task_instance, "request") or known.get("request")
+    return _lineage(hook, request_id, request, {})
+
+
+def _lineage(hook: Ltx2Hook, request_id: Any, request: Any, result: Mapping[str, Any]) -> OperatorLineage:
+    lineage: OperatorLineage = OperatorLineage()
+    if isinstance(request, Mapping):
+        image = request.get("image_url")
+        if isinstance(image, str) and image:
+            lineage.inputs.append(Dataset(*dataset_name(image)))
+        reused = bool(result.get("reused"))
+        lineage.run_facets[GENERATION_FACET] = Ltx2GenerationRunFacet(
+            parameters={name: value for name, value in request.items() if name != "image_url"},
+            priceUsd=0.0 if reused or not request_id else PRICE_PER_VIDEO_USD,
+            reused=reused,
+            submittedAt=result.get("submitted_at"),
+            completedAt=result.get("completed_at"),
+        )
+    if isinstance(request_id, str) and request_id:
+        # The gateway's base URL only: the key stays in the connection.
+        lineage.run_facets["externalQuery"] = ExternalQueryRunFacet(
+            externalQueryId=request_id, source=hook.gateway.base_url
+        )
+    return lineage
+
+
+def _own_xcom(task_instance: Any, key: str) -> Any:
+    return task_instance.xcom_pull(task_ids=task_instance.task_id, key=key, map_indexes=task_instance.map_index)

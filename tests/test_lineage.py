@@ -1,0 +1,173 @@
+"""OpenLineage: dataset naming, the facets built from a task's XComs, and the events of a real ``dags test`` run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openlineage.client.serde import Serde
+
+from airflow_provider_ltx2 import lineage
+from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD
+from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+from airflow_provider_ltx2.simulator.process import SimulatorProcess
+from tests.conftest import KEY, FakeTaskInstance, example_dag_env
+from tests.test_dags import airflow
+
+GATEWAY = "https://gateway.example.com"
+IMAGE = ("s3://stills", "cats/cat.jpg")  # the dataset of REQUEST's image
+REQUEST = {"image_url": "s3://stills/cats/cat.jpg", "prompt": "the cat turns its head", "duration": 6}
+RESULT = {
+    "request_id": "ltx2-v-1",
+    "status": "succeeded",
+    "video_url": "https://cdn.example.com/v/1.mp4?X-Amz-Signature=abc",
+    "output_uri": "s3://videos/2026/1.mp4",
+    "bytes": 1234,
+    "request": REQUEST,
+    "submitted_at": "2026-01-01T00:00:00+00:00",
+    "completed_at": "2026-01-01T00:01:00+00:00",
+}
+
+
+@pytest.mark.parametrize(
+    ("uri", "namespace", "name"),
+    [
+        ("https://images.example.com/cats/cat.jpg", "https://images.example.com", "/cats/cat.jpg"),
+        ("http://127.0.0.1:8089/files/sample.jpg", "http://127.0.0.1:8089", "/files/sample.jpg"),
+        ("https://Images.Example.com:443/a.png", "https://images.example.com", "/a.png"),
+        # a signed URL: the signature (query) and any user info are no part of the name
+        ("https://user:pw@b.s3.amazonaws.com/k.jpg?X-Amz-Signature=s3cr3t#f", "https://b.s3.amazonaws.com", "/k.jpg"),
+        ("s3://bucket/videos/2026/1.mp4", "s3://bucket", "videos/2026/1.mp4"),
+        ("s3a://bucket/key", "s3://bucket", "key"),
+        ("gs://bucket/videos/1.mp4", "gs://bucket", "videos/1.mp4"),
+        ("gcs://bucket/videos/1.mp4", "gs://bucket", "videos/1.mp4"),
+        ("file:///a/b.mp4", "file", "/a/b.mp4"),
+        ("/a/b.mp4", "file", "/a/b.mp4"),
+        ("file://host/a/b.mp4", "file://host", "/a/b.mp4"),
+        ("abfss://box@acct.dfs.core.windows.net/v.mp4", "abfss://box@acct.dfs.core.windows.net", "/v.mp4"),
+        ("ftp://user:pw@files.example.com/v.mp4", "ftp://files.example.com", "/v.mp4"),
+    ],
+)
+def test_dataset_names_follow_openlineage_naming(uri: str, namespace: str, name: str) -> None:
+    assert lineage.dataset_name(uri) == (namespace, name)
+
+
+@pytest.fixture
+def hook(monkeypatch: pytest.MonkeyPatch) -> Ltx2Hook:
+    connection = {"conn_type": "ltx2", "host": GATEWAY, "password": KEY}
+    monkeypatch.setenv("AIRFLOW_CONN_LTX2_DEFAULT", json.dumps(connection))
+    return Ltx2Hook()
+
+
+def as_json(found: Any) -> dict[str, Any]:
+    return {
+        "inputs": [json.loads(Serde.to_json(dataset)) for dataset in found.inputs],
+        "outputs": [json.loads(Serde.to_json(dataset)) for dataset in found.outputs],
+        "run_facets": {name: json.loads(Serde.to_json(facet)) for name, facet in found.run_facets.items()},
+    }
+
+
+def test_a_finished_generation_has_the_image_in_the_mp4_out_and_the_request(hook: Ltx2Hook) -> None:
+    found = as_json(lineage.on_complete(hook, FakeTaskInstance({"return_value": RESULT})))
+
+    assert [(d["namespace"], d["name"]) for d in found["inputs"]] == [IMAGE]
+    [output] = found["outputs"]
+    assert (output["namespace"], output["name"]) == ("s3://videos", "2026/1.mp4")
+    assert output["outputFacets"]["outputStatistics"]["size"] == 1234
+    query = found["run_facets"]["externalQuery"]
+    assert (query["externalQueryId"], query["source"]) == ("ltx2-v-1", GATEWAY)
+    generation = found["run_facets"]["ltx2_generation"]
+    assert generation["parameters"] == {"prompt": "the cat turns its head", "duration": 6}
+    assert generation["priceUsd"] == PRICE_PER_VIDEO_USD
+    assert generation["completedAt"] == RESULT["completed_at"]
+    assert KEY not in json.dumps(found) and "X-Amz-Signature" not in json.dumps(found)
+
+
+def test_without_a_download_the_output_is_the_video_url_and_a_reused_video_costs_nothing(hook: Ltx2Hook) -> None:
+    result = {**RESULT, "output_uri": None, "bytes": None, "reused": True}
+    found = as_json(lineage.on_complete(hook, FakeTaskInstance({"return_value": result})))
+
+    [output] = found["outputs"]
+    assert (output["namespace"], output["name"], output["outputFacets"]) == ("https://cdn.example.com", "/v/1.mp4", {})
+    assert found["run_facets"]["ltx2_generation"]["priceUsd"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("xcom", "given", "inputs", "request_id", "price"),
+    [
+        # the operator failed while waiting: its XComs hold the paid request
+        (
+            {"request_id": "ltx2-v-2", "request": REQUEST},
+            None,
+            [IMAGE],
+            "ltx2-v-2",
+            PRICE_PER_VIDEO_USD,
+        ),
+        # it failed before submitting (e.g. the image check): nothing paid, no gateway request
+        ({"request": REQUEST}, None, [IMAGE], None, 0.0),
+        # a sensor given a bare request id: only the request is known
+        ({}, "ltx2-v-3", [], "ltx2-v-3", None),
+        # a sensor given the dict of a non-waiting operator: its request too
+        (
+            {},
+            {"request_id": "ltx2-v-4", "request": REQUEST},
+            [IMAGE],
+            "ltx2-v-4",
+            PRICE_PER_VIDEO_USD,
+        ),
+    ],
+)
+def test_a_failed_task_names_what_it_had_asked_for(
+    hook: Ltx2Hook, xcom: dict[str, Any], given: Any, inputs: list[tuple[str, str]], request_id: str | None, price: Any
+) -> None:
+    found = as_json(lineage.on_failure(hook, FakeTaskInstance(xcom), given))
+
+    assert [(d["namespace"], d["name"]) for d in found["inputs"]] == inputs
+    assert found["outputs"] == []
+    assert found["run_facets"].get("externalQuery", {}).get("externalQueryId") == request_id
+    assert found["run_facets"].get("ltx2_generation", {}).get("priceUsd") == price
+
+
+@pytest.mark.dags
+def test_the_complete_event_of_a_dags_test_run(simulator: SimulatorProcess, airflow_home: Path, tmp_path: Path) -> None:
+    """The OpenLineage provider with its file transport: the task's own facets win over hook-level lineage,
+    which saw only the download's temporary ``.part`` file being moved into place."""
+    events = tmp_path / "openlineage.json"
+    done = airflow(
+        airflow_home,
+        "dags",
+        "test",
+        "example_ltx2_single_video",
+        **example_dag_env(simulator, tmp_path / "videos"),
+        AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps({"type": "file", "log_file_path": str(events), "append": True}),
+        AIRFLOW__OPENLINEAGE__NAMESPACE="ltx2-tests",
+        # `dags test` answers a task's XCom and connection calls inside its own process, where the forked
+        # process OpenLineage emits from by default cannot reach them (a deployment's supervisor can).
+        AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD="True",
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+
+    text = events.read_text()
+    emitted = [json.loads(line) for line in text.splitlines()]
+    [complete] = [e for e in emitted if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith(".generate_video")]
+    [video] = (tmp_path / "videos").rglob("*.mp4")
+    [job] = simulator.stats()["job_times"]
+    assert complete["job"]["namespace"] == "ltx2-tests"
+    assert [(d["namespace"], d["name"]) for d in complete["inputs"]] == [(simulator.base_url, "/files/sample.jpg")]
+    [output] = complete["outputs"]
+    assert (output["namespace"], output["name"]) == ("file", str(video))
+    assert output["outputFacets"]["outputStatistics"]["size"] == video.stat().st_size
+    facets = complete["run"]["facets"]
+    assert facets["externalQuery"]["externalQueryId"] == job["request_id"]
+    assert facets["externalQuery"]["source"] == simulator.base_url
+    assert facets["ltx2_generation"]["parameters"] == {
+        "prompt": "Slow dolly-in on a lighthouse at golden hour, waves breaking below, gulls circling",
+        "duration": 6,
+        "resolution": "1080p",
+        "aspect_ratio": "16:9",
+    }
+    assert facets["ltx2_generation"]["priceUsd"] == PRICE_PER_VIDEO_USD
+    assert ".part" not in text, "the download's temporary file is in an event"
+    assert KEY not in text, "the key leaked into an OpenLineage event"
