@@ -40,6 +40,7 @@ from airflow_provider_ltx2.exceptions import (
     Ltx2InputRejected,
     Ltx2SubmitUnconfirmed,
     Ltx2Throttled,
+    Ltx2TlsError,
     Ltx2TransientError,
     Ltx2ValidationError,
 )
@@ -88,8 +89,12 @@ def _invalid(field: str, value: Any, accepted: str) -> Ltx2ValidationError:
     return Ltx2ValidationError(f"Invalid LTX-2 request field {field}={shown}: accepted values are {accepted}.")
 
 
+# Object stores whose URIs ``image_url`` may name (the task signs a URL for the gateway; see storage.py).
+IMAGE_STORE_SCHEMES = ("s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss", "file")
+
+
 def _check_image_url(value: Any) -> str:
-    accepted = "a public http(s) URL of a JPEG or PNG image"
+    accepted = "a public http(s) URL of a JPEG or PNG image, or an object-storage URI (s3://, gs://, abfs://...)"
     url = value.strip() if isinstance(value, str) else ""
     if not url or any(char.isspace() or not char.isprintable() for char in url):
         raise _invalid("image_url", value, accepted)
@@ -98,6 +103,8 @@ def _check_image_url(value: Any) -> str:
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError:
         raise _invalid("image_url", value, accepted) from None
+    if parts.scheme in IMAGE_STORE_SCHEMES and (parts.netloc or parts.path.strip("/")):
+        return url
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _invalid("image_url", value, accepted)
     return url
@@ -180,10 +187,12 @@ class Reply:
 
 @dataclass(frozen=True)
 class TransportFailure:
-    """No HTTP answer at all. ``before_sending`` is True only when the request surely never left."""
+    """No HTTP answer at all. ``before_sending`` is True only when the request surely never left;
+    ``untrusted`` when the gateway's TLS certificate was refused, which no retry can mend."""
 
     description: str
     before_sending: bool
+    untrusted: bool = False
 
 
 @dataclass(frozen=True)
@@ -295,6 +304,15 @@ def poll_call(base_url: str, job: Job) -> Call:
     if job.polling_url:
         return Call("GET", job.polling_url, None)
     return Call("POST", base_url.rstrip("/") + RESULT_PATH, {"request_id": job.request_id})
+
+
+def image_kind(head: bytes) -> str | None:
+    """``"jpeg"`` or ``"png"`` by the file's first bytes (its signature); None for anything else."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    return None
 
 
 def is_mp4(head: bytes) -> bool:
@@ -491,7 +509,7 @@ class RetryPolicy:
 
     def should_retry(self, outcome: Reply | TransportFailure, paid: bool) -> bool:
         if isinstance(outcome, TransportFailure):
-            return outcome.before_sending or not paid
+            return not outcome.untrusted and (outcome.before_sending or not paid)
         if paid:
             return outcome.status in NO_JOB_CREATED and not is_throttled(outcome)
         # A poll answered with an HTML page or a torn body is a proxy hiccup, not an answer
@@ -554,6 +572,8 @@ class Attempts:
     def result(self, outcome: Reply | TransportFailure) -> Reply:
         if isinstance(outcome, Reply):
             return outcome
+        if outcome.untrusted:
+            raise Ltx2TlsError(outcome.description)
         if self.paid and not outcome.before_sending:
             raise Ltx2SubmitUnconfirmed(
                 f"LTX-2 gateway connection broke after the {self.action} was sent ({outcome.description}). "
@@ -586,6 +606,8 @@ class Network:
         """The CA bundle to trust: the ``verify`` path, else the environment's, else None (the default store)."""
         if isinstance(self.verify, str):
             return self.verify
+        if self.verify is False:  # no bundle from the environment turns the check back on
+            return None
         env = os.environ if environ is None else environ
         for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
             if env.get(name):
@@ -657,9 +679,12 @@ class Gateway:
     key: str = field(repr=False)
     network: Network = field(default_factory=Network, compare=False)
 
-    def redact(self, text: str) -> str:
-        """``text`` with the key replaced, for messages built from anything the gateway echoed."""
-        return text.replace(self.key, "***") if self.key else text
+    def redact(self, text: str, *hidden: str) -> str:
+        """``text`` with the key (and any ``hidden`` credential) replaced, for anything the gateway echoed."""
+        for secret in (self.key, *hidden):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
 
 def gateway_from_connection(

@@ -52,3 +52,7 @@ class Ltx2Throttled(Ltx2TransientError):
         super().__init__(message)
         self.reason = reason
         self.retry_after = retry_after
+
+
+class Ltx2TlsError(Ltx2Error, AirflowFailException):
+    """The gateway's TLS certificate was not trusted: nothing was sent; the connection's ``verify`` needs fixing."""

@@ -9,6 +9,7 @@ format.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import Asset
 
-from airflow_provider_ltx2 import metrics
+from airflow_provider_ltx2 import metrics, storage
 from airflow_provider_ltx2.api import Job, JobState, JobStatus, failure_error
 from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Throttled, Ltx2Timeout, Ltx2ValidationError
 from airflow_provider_ltx2.links import Ltx2VideoLink
@@ -35,7 +36,7 @@ DEFAULT_TIMEOUT = 30 * 60.0
 MAX_UNKNOWN_POLLS = 30
 FAILURE_XCOM = "ltx2_failure"  # why the generation failed, for the task's "LTX-2 video" tab
 # What an asset event of the task's outlets carries in its ``extra``.
-ASSET_EVENT_KEYS = ("request_id", "video_url", "output_uri", "bytes", "completed_at")
+ASSET_EVENT_KEYS = ("request_id", "video_url", "output_uri", "bytes", "completed_at", "reused")
 
 
 def utc_now_iso() -> str:
@@ -390,8 +391,9 @@ def deliver(
     output_uri: str | None,
     output_conn_id: str | None,
     outlets: Iterable[Any] = (),
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
-    """Save the video where asked, publish it (extra link, asset events), and build the result dict."""
+    """Save the video (and its sidecar) where asked, publish it, and build the result dict."""
     try:
         submitted = datetime.fromisoformat(delivered.submitted_at or "")
         metrics.seconds(
@@ -401,20 +403,37 @@ def deliver(
         pass
     size = None
     if output_uri:
-        started = time.monotonic()
-        size = hook.download_video(delivered.video_url, output_uri, output_conn_id)
+        started, digest = time.monotonic(), hashlib.sha256()
+        size = hook.download_video(delivered.video_url, output_uri, output_conn_id, digest=digest)
         metrics.seconds(metrics.DOWNLOAD_SECONDS, time.monotonic() - started)
         hook.log.info("LTX-2 video %s saved to %s (%d bytes)", delivered.job.request_id, output_uri, size)
     else:
         hook.log.info("LTX-2 video %s is ready at %s", delivered.job.request_id, delivered.video_url)
-    Ltx2VideoLink.persist(context, delivered.video_url)
     result = result_dict(delivered, request=request, output_uri=output_uri, size=size)
-    # Assets in the task's outlets get the video's facts, for the DAGs scheduled on them.
+    if output_uri:
+        storage.write_sidecar(output_uri, output_conn_id, storage.sidecar(result, fingerprint, digest.hexdigest()))
+    publish(context, result, outlets)
+    return result
+
+
+def publish(context: Context, result: dict[str, Any], outlets: Iterable[Any]) -> None:
+    """Point the extra link at the video and give the task's outlet assets its facts."""
+    Ltx2VideoLink.persist(context, result["video_url"])
     outlet_events = context.get("outlet_events")
     for outlet in outlets:
         if outlet_events is not None and isinstance(outlet, Asset):
             outlet_events[outlet].extra.update({key: result[key] for key in ASSET_EVENT_KEYS})
-    return result
+
+
+def reused_result(saved: dict[str, Any]) -> dict[str, Any]:
+    """The result dict of a video an earlier run made, read back from its sidecar."""
+    return {
+        **{key: saved[key] for key in ("request_id", "video_url", "output_uri", "bytes", "request")},
+        "status": EVENT_SUCCEEDED,
+        "submitted_at": saved.get("submitted_at"),
+        "completed_at": saved.get("completed_at"),
+        "reused": True,
+    }
 
 
 def result_dict(
@@ -430,4 +449,5 @@ def result_dict(
         "request": request,
         "submitted_at": delivered.submitted_at,
         "completed_at": delivered.completed_at,
+        "reused": False,
     }

@@ -45,6 +45,7 @@ def airflow_2_context() -> dict[str, Any]:
 
 def operator(**kwargs: Any) -> Ltx2GenerateVideoOperator:
     arguments = {**GOOD, "task_id": "generate", "poll_interval": 0.1, "timeout": 20, "deferrable": False}
+    arguments["check_image"] = False  # a made-up image URL: no network here
     return Ltx2GenerateVideoOperator(**{**arguments, **kwargs})
 
 

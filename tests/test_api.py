@@ -38,6 +38,7 @@ from airflow_provider_ltx2.api import (
     find_video_url,
     gateway_from_connection,
     gateway_message,
+    image_kind,
     is_mp4,
     is_throttled,
     normalise_state,
@@ -177,8 +178,8 @@ BAD_VALUES = [
     ("image_url", "   ", "http(s) URL"),
     ("image_url", "example.com/cat.jpg", "http(s) URL"),
     ("image_url", "ftp://example.com/cat.jpg", "http(s) URL"),
-    ("image_url", "file:///etc/passwd", "http(s) URL"),
-    ("image_url", "s3://bucket/cat.jpg", "http(s) URL"),
+    ("image_url", "gopher://example.com/cat.jpg", "object-storage URI"),
+    ("image_url", "s3://", "object-storage URI"),
     ("image_url", "https://", "http(s) URL"),
     ("image_url", "http:///cat.jpg", "http(s) URL"),
     ("prompt", None, "non-empty"),
@@ -1133,3 +1134,25 @@ def test_ltx_style_error_bodies_read_as_the_gateways_words() -> None:
     answer = reply(429, {"error": {"type": "concurrency_limit_error", "message": "Too many concurrent jobs"}})
 
     assert gateway_message(answer) == "concurrency_limit_error: Too many concurrent jobs"
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://bucket/cat.jpg", "gs://bucket/a/b.png", "abfs://container/cat.jpg", "file:///x.png"]
+)
+def test_object_storage_image_uris_are_accepted_as_given(uri: str) -> None:
+    """The task signs them for the gateway; the request keeps the URI (a signed URL is a credential)."""
+    assert build_request(uri, PROMPT)["image_url"] == uri
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "jpeg"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "png"),
+        (b"GIF89a", None),
+        (b"<html>", None),
+        (b"", None),
+    ],
+)
+def test_image_kind_reads_the_signature(head: bytes, kind: str | None) -> None:
+    assert image_kind(head) == kind

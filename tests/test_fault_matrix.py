@@ -331,8 +331,8 @@ class Scenario:
             monkeypatch.setenv("AIRFLOW_CONN_LTX2_DEFAULT", self.private.connection())
         original_submit = Ltx2Hook.submit
 
-        def submit_then_misbehave(hook: Ltx2Hook, body: dict[str, Any]) -> Any:
-            job = original_submit(hook, body)
+        def submit_then_misbehave(hook: Ltx2Hook, body: dict[str, Any], **kwargs: Any) -> Any:
+            job = original_submit(hook, body, **kwargs)
             self.after_submit()
             return job
 
@@ -389,6 +389,7 @@ def test_fault(
         deferrable=path == "deferred",
         poll_interval=POLL_INTERVAL,
         timeout=row.timeout,
+        check_image=False,  # a made-up image URL: no network here
     )
     op.hook = Ltx2Hook(retry_policy=RETRIES, read_timeout=CLIENT_TIMEOUT)  # the trigger gets RETRIES in its kwargs
     context = task_context()

@@ -24,7 +24,7 @@ import pytest
 
 from airflow_provider_ltx2.api import Network, RetryPolicy, network_from_extra
 from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2ValidationError
-from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook, _ssl_context
+from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
 from tests.conftest import FAST, KEY, Deferrals, RecordingLog, TlsFiles, run_deferrable, task_context
@@ -42,12 +42,10 @@ ONE_ATTEMPT = RetryPolicy(max_attempts=1)  # a refused submit fails at once inst
 def network_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No CA bundle or proxy from the machine's environment: each test sets the ones it is about.
 
-    The triggerer reads its environment once, when it builds a TLS context (cached per setting): a test
-    that changes the environment is a new process, so the cache starts empty.
+    The TLS contexts are cached per resolved setting (the CA file found in the environment included).
     """
     for name in NETWORK_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    _ssl_context.cache_clear()
 
 
 def connect(monkeypatch: pytest.MonkeyPatch, sim: SimulatorProcess, **extra: Any) -> None:
@@ -188,13 +186,6 @@ def test_verify_false_works_and_warns_on_every_task(
     assert len(all_warnings) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Ltx2Error,
-    reason="provider bug: in the worker, requests lets REQUESTS_CA_BUNDLE override the session's verify "
-    "(Ltx2Hook passes no per-request verify), and with verify=false Network.ca_file() still returns the "
-    "environment's bundle; the triggerer honours the extra",
-)
 @pytest.mark.parametrize("verify", ["ca", "false"])
 def test_the_extras_verify_beats_a_ca_bundle_in_the_environment(
     tls_simulator: SimulatorProcess,
@@ -355,12 +346,6 @@ def test_https_through_the_proxy_is_tunnelled_and_still_checked(
     assert tinyproxy.requests(since).count(tunnel) >= 2, tinyproxy.requests(since)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Ltx2Error,
-    reason="provider bug: in the worker, requests lets HTTP_PROXY override the session's proxies "
-    "(Ltx2Hook passes no per-request proxies); the triggerer honours the extra",
-)
 def test_the_extras_proxy_beats_one_in_the_environment(
     simulator: SimulatorProcess, tinyproxy: Tinyproxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, image_url: str
 ) -> None:

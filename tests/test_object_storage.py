@@ -127,9 +127,10 @@ def test_object_storage_example_dag(
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     stored = keys(bucket)
-    videos = [key for key in stored if key.startswith("videos/")]
+    videos = [key for key in stored if key.startswith("videos/") and key.endswith(".mp4")]
     published = [key for key in stored if key.startswith("published/") and key.endswith(".mp4")]
     assert len(videos) == 2 and len(published) == 2
+    assert all(f"{key}.json" in stored for key in videos), "every saved video has its sidecar"
     assert all(bucket.get_object(Bucket=BUCKET, Key=key)["Body"].read() == SAMPLE for key in videos + published)
     [catalogue_key] = [key for key in stored if key.endswith("catalogue.json")]
     catalogue = json.loads(bucket.get_object(Bucket=BUCKET, Key=catalogue_key)["Body"].read())

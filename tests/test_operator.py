@@ -24,7 +24,10 @@ from airflow_provider_ltx2.waiting import Wait
 from tests.conftest import KEY, FakeStateStore, task_context
 
 GOOD = {"image_url": "https://images.example.com/cat.jpg", "prompt": "the cat turns its head"}
-RESULT_KEYS = {"request_id", "status", "video_url", "output_uri", "bytes", "request", "submitted_at", "completed_at"}
+RESULT_KEYS = {
+    *("request_id", "status", "video_url", "output_uri", "bytes", "request", "submitted_at", "completed_at"),
+    "reused",
+}
 
 
 def context(store: FakeStateStore | None = None) -> dict[str, Any]:
@@ -32,7 +35,9 @@ def context(store: FakeStateStore | None = None) -> dict[str, Any]:
 
 
 def operator(**kwargs: Any) -> Ltx2GenerateVideoOperator:
+    # check_image=False: the image is a made-up URL (no network here); the check has tests of its own.
     arguments = {**GOOD, "task_id": "generate", "poll_interval": 0.1, "timeout": 20, "deferrable": False}
+    arguments["check_image"] = False
     return Ltx2GenerateVideoOperator(**{**arguments, **kwargs})
 
 

@@ -3,7 +3,7 @@
 Every combination of request fields, valid or not (including the strings templates render, such as
 "6" or "true"), either validates into a body the simulator accepts when it is really sent, or is refused
 with ``Ltx2ValidationError`` naming a bad field before any request leaves. Each generated value carries
-its validity by construction, from the table in API.md, so the property checks the validation against
+its validity by construction, from the table in docs/gateway-contract.md, so the property checks the validation against
 the contract rather than against itself. Hostile prompts reach the gateway exactly as written.
 """
 
@@ -23,7 +23,7 @@ from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
-from tests.conftest import KEY
+from tests.conftest import KEY, task_context
 
 # Bounded so the module stays well under a minute; hypothesis's example database is not kept.
 SETTINGS = settings(
@@ -73,7 +73,7 @@ def choices(accepted: list[str]) -> tuple[st.SearchStrategy[Any], ...]:
     )
 
 
-# For each field, (values the contract in API.md accepts, values it refuses).
+# For each field, (values the contract in docs/gateway-contract.md accepts, values it refuses).
 FIELDS: dict[str, tuple[st.SearchStrategy[Any], ...]] = {
     "image_url": (
         st.one_of(
@@ -81,7 +81,8 @@ FIELDS: dict[str, tuple[st.SearchStrategy[Any], ...]] = {
             padded(st.tuples(st.just("https://"), HOST, PATH).map("".join)),
         ),
         st.one_of(
-            st.tuples(st.sampled_from(["ftp://", "file://", "s3://", "gs://", "data:"]), HOST, PATH).map("".join),
+            # object-storage URIs (s3://, gs://, file://...) are accepted: the task signs them, see test_storage
+            st.tuples(st.sampled_from(["ftp://", "sftp://", "gopher://", "data:"]), HOST, PATH).map("".join),
             st.sampled_from(["", " ", "http://", "https:///cat.jpg", "cat.jpg", "//cdn.example.com/cat.jpg"]),
             st.from_regex(r"[a-z]{1,10}\.(jpg|png)", fullmatch=True),
             NOT_TEXT,
@@ -168,7 +169,7 @@ def test_a_request_is_sent_whole_or_refused_naming_a_bad_field(
         event(f"refused, naming {named[1]}")
         operator = Ltx2GenerateVideoOperator(task_id="generate", wait_for_completion=False, **fields)
         with pytest.raises(Ltx2ValidationError):
-            operator.execute({"ti": None, "task_state_store": None})
+            operator.execute(task_context())
         assert gateway.stats()["submits"] == submits_before, "refused before any request was sent"
         return
 

@@ -26,6 +26,7 @@ REQUEST = {"image_url": "https://images.example.com/cat.jpg", "prompt": "the cat
 
 def operator(**kwargs: Any) -> Ltx2GenerateVideoOperator:
     arguments = {**REQUEST, "task_id": "generate", "poll_interval": 0.2, "timeout": 30, "deferrable": False}
+    arguments["check_image"] = False  # a made-up image URL: no network here
     return Ltx2GenerateVideoOperator(**{**arguments, **kwargs})
 
 
@@ -157,9 +158,9 @@ def test_a_finished_job_wakes_the_longest_waiting_task_only(simulator: Simulator
             room["throttled_at"] -= 20  # the Retry-After has passed; the head's own timer is ~10 s away
         runs = [asyncio.ensure_future(anext(aiter(Ltx2CapacityTrigger(room).run()))) for room in reversed(rooms)]
         runs.reverse()  # runs[i] waits for rooms[i]; they joined the queue in the opposite order
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(2.0)  # all three are waiting (each looked its connection up first)
         room_freed(gateway)
-        done, pending = await asyncio.wait(runs, timeout=2.0)
+        done, pending = await asyncio.wait(runs, timeout=3.0)
         for run in pending:
             run.cancel()
         return [(runs.index(run), run.result().payload["woken_by"]) for run in done]

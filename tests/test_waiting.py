@@ -341,6 +341,7 @@ def test_result_dict_has_exactly_the_documented_keys() -> None:
         "request": request,
         "submitted_at": SUBMITTED_AT,
         "completed_at": "2025-06-15T15:01:30+00:00",
+        "reused": False,
     }
     assert round_trip(result) == result
 
@@ -359,5 +360,6 @@ def test_result_dict_without_a_download() -> None:
         "request",
         "submitted_at",
         "completed_at",
+        "reused",
     }
     assert (result["output_uri"], result["bytes"], result["submitted_at"]) == (None, None, None)

@@ -28,7 +28,6 @@ from airflow_provider_ltx2.api import (
     Gateway,
     Job,
     JobStatus,
-    Network,
     Reply,
     RetryPolicy,
     TransportFailure,
@@ -151,7 +150,16 @@ class Ltx2Hook(BaseHook):
         session.proxies.update(dict(network.proxies))
         return session
 
-    def _send(self, call: Call) -> Reply | TransportFailure:
+    @property
+    def _session_settings(self) -> dict[str, Any]:
+        """The session's ``verify`` and ``proxies``, passed with every request: requests lets
+        ``REQUESTS_CA_BUNDLE`` and ``HTTP(S)_PROXY`` override a session's settings but not a request's, and
+        the connection's extras must win, as they do in the triggerer and in providers-http's ``HttpHook``.
+        """
+        return {"verify": self._session.verify, "proxies": self._session.proxies}
+
+    def _send(self, call: Call, hidden: tuple[str, ...] = ()) -> Reply | TransportFailure:
+        """One HTTP exchange; the key and the ``hidden`` values (a signed image URL) never leave in a reply."""
         import requests
 
         try:
@@ -161,24 +169,38 @@ class Ltx2Hook(BaseHook):
                 json=call.json_body,
                 headers=auth_headers(self.gateway.key),
                 timeout=(CONNECT_TIMEOUT, self.read_timeout),
+                **self._session_settings,
             )
         except (requests.ConnectionError, requests.Timeout) as error:
             detail = f"{type(error).__name__}: {error}"
-            if isinstance(error, requests.exceptions.SSLError):
+            untrusted = isinstance(error, requests.exceptions.SSLError)
+            if untrusted:
                 detail = tls_refusal(self.gateway.base_url, detail)
-            return TransportFailure(self.gateway.redact(detail), _never_sent(error))
-        return Reply(response.status_code, self.gateway.redact(response.text), response.headers.get("Retry-After"))
+            return TransportFailure(self.gateway.redact(detail, *hidden), _never_sent(error), untrusted)
+        text = self.gateway.redact(response.text, *hidden)
+        return Reply(response.status_code, text, response.headers.get("Retry-After"))
 
-    def _call(self, call: Call, *, action: str, paid: bool = False, deadline: float | None = None) -> Reply:
+    def _call(
+        self,
+        call: Call,
+        *,
+        action: str,
+        paid: bool = False,
+        deadline: float | None = None,
+        hidden: tuple[str, ...] = (),
+    ) -> Reply:
         attempts = Attempts(self.retry_policy, paid=paid, action=action, deadline=deadline)
-        while (delay := attempts.next_delay(outcome := self._send(call))) is not None:
+        while (delay := attempts.next_delay(outcome := self._send(call, hidden))) is not None:
             self.log.warning("%s; retrying in %.1fs", attempts.describe(outcome), delay)
             time.sleep(delay)
         return attempts.result(outcome)
 
-    def submit(self, body: dict[str, Any]) -> Job:
-        """Submit one generation (a paid call). ``body`` comes from ``api.build_request``."""
-        reply = self._call(submit_call(self.gateway.base_url, body), action="submit", paid=True)
+    def submit(self, body: dict[str, Any], hidden: tuple[str, ...] = ()) -> Job:
+        """Submit one generation (a paid call). ``body`` comes from ``api.build_request``.
+
+        ``hidden``: values of the body that are credentials (a signed image URL), kept out of every error.
+        """
+        reply = self._call(submit_call(self.gateway.base_url, body), action="submit", paid=True, hidden=hidden)
         return parse_submission(reply, self.gateway.base_url)
 
     def get_status(self, job: Job, deadline: float | None = None) -> JobStatus:
@@ -213,8 +235,18 @@ class Ltx2Hook(BaseHook):
         answer = f"HTTP {reply.status} {gateway_message(reply)}"
         return False, f"{self.gateway.base_url} does not answer like the LTX-2 gateway: {answer}"
 
-    def download_video(self, video_url: str, output_uri: str, output_conn_id: str | None = None) -> int:
-        """Stream the video to ``output_uri`` and return its size in bytes.
+    def read_head(self, url: str, size: int) -> tuple[int, bytes]:
+        """The HTTP status and first ``size`` bytes of a public URL (an image), fetched without the key."""
+        headers = {"Range": f"bytes=0-{size - 1}"}
+        timeout = (CONNECT_TIMEOUT, self.read_timeout)
+        with self._session.get(url, headers=headers, stream=True, timeout=timeout, **self._session_settings) as got:
+            return got.status_code, got.raw.read(size, decode_content=True) if got.status_code in (200, 206) else b""
+
+    def download_video(
+        self, video_url: str, output_uri: str, output_conn_id: str | None = None, digest: Any = None
+    ) -> int:
+        """Stream the video to ``output_uri`` and return its size in bytes (``digest``, a hashlib object, sees
+        every byte on the way, so the MP4 is hashed without reading it twice).
 
         The bytes go to a hidden temporary sibling that is moved into place only once complete and
         checked, so a failed download never leaves a partial file at ``output_uri``. The key is not
@@ -230,7 +262,7 @@ class Ltx2Hook(BaseHook):
             target.parent.mkdir(parents=True, exist_ok=True)
         size = 0
         try:
-            with self._session.get(video_url, stream=True, timeout=timeout) as response:
+            with self._session.get(video_url, stream=True, timeout=timeout, **self._session_settings) as response:
                 if response.status_code != 200:
                     raise Ltx2Error(f"Downloading the LTX-2 video {video_url} failed: HTTP {response.status_code}")
                 with partial.open("wb") as out:
@@ -239,6 +271,8 @@ class Ltx2Hook(BaseHook):
                             raise Ltx2Error(f"The LTX-2 result at {video_url} is not an MP4 (no 'ftyp' box).")
                         out.write(chunk)
                         size += len(chunk)
+                        if digest is not None:
+                            digest.update(chunk)
                 expected = response.headers.get("Content-Length")
                 if expected is not None and int(expected) != size:
                     raise Ltx2Error(f"The LTX-2 video download stopped after {size} of {expected} bytes.")
@@ -311,18 +345,19 @@ class Ltx2Hook(BaseHook):
                 json=call.json_body,
                 headers=auth_headers(gateway.key),
                 timeout=timeout,
-                ssl=_ssl_context(gateway.network),
+                ssl=_ssl_context(gateway.network.verify is False, gateway.network.ca_file(), gateway.network.cert),
                 proxy=gateway.network.proxy_for(call.url),
             ) as response:
                 text = await response.text(errors="replace")
                 return Reply(response.status, gateway.redact(text), response.headers.get("Retry-After"))
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             detail = f"{type(error).__name__}: {error}"
-            if isinstance(error, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
+            untrusted = isinstance(error, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError))
+            if untrusted:
                 detail = tls_refusal(gateway.base_url, detail)
             # A connection, TLS handshake or proxy that never opened sent nothing.
             never_sent = isinstance(error, (aiohttp.ClientConnectorError, aiohttp.ClientProxyConnectionError))
-            return TransportFailure(gateway.redact(detail), never_sent)
+            return TransportFailure(gateway.redact(detail), never_sent, untrusted)
 
     async def _acall(self, call: Call, *, action: str, paid: bool = False, deadline: float | None = None) -> Reply:
         """The async twin of ``_call``: the same ``Attempts`` decide every retry."""
@@ -339,21 +374,20 @@ class Ltx2Hook(BaseHook):
 
 
 @functools.lru_cache(maxsize=32)
-def _ssl_context(network: Network) -> ssl.SSLContext | bool:
+def _ssl_context(off: bool, ca_file: str | None, cert: str | tuple[str, str] | None) -> ssl.SSLContext | bool:
     """The TLS settings for aiohttp, made once per setting: loading a CA bundle costs milliseconds.
 
     ``True`` keeps aiohttp's own default context; a CA bundle (``verify`` or the environment's, as
     requests reads it) or a client certificate get a context of their own; ``verify=false`` none.
     """
-    if network.verify is False:
+    if off:
         return False
-    ca_file = network.ca_file()
-    if ca_file is None and network.cert is None:
+    if ca_file is None and cert is None:
         return True
     context = ssl.create_default_context(cafile=ca_file)
-    if network.cert is not None:
-        cert, key = network.cert if isinstance(network.cert, tuple) else (network.cert, None)
-        context.load_cert_chain(cert, key)
+    if cert is not None:
+        certificate, key = cert if isinstance(cert, tuple) else (cert, None)
+        context.load_cert_chain(certificate, key)
     return context
 
 

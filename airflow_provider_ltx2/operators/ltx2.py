@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_provider_ltx2 import metrics
+from airflow_provider_ltx2 import metrics, storage
 from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD, Job, JobState, build_request
 from airflow_provider_ltx2.exceptions import Ltx2GenerationFailed, Ltx2Throttled
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.links import Ltx2VideoLink
+from airflow_provider_ltx2.storage import DEFAULT_IMAGE_URL_EXPIRES_IN, ImageInput, image_input
 from airflow_provider_ltx2.waiting import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
@@ -25,8 +26,10 @@ from airflow_provider_ltx2.waiting import (
     deliver,
     failure_reported,
     finished_video,
+    publish,
     read_event,
     read_room_event,
+    reused_result,
     utc_now_iso,
 )
 
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 # task_state_store key (Airflow 3.3+): the paid request of this task instance, kept across retries.
 STATE_KEY = "ltx2_request"
 REQUEST_XCOM = "request"  # the validated request, read back on every resume
+FINGERPRINT_XCOM = "ltx2_fingerprint"  # what the sidecar records of the request and its image
 
 
 class Ltx2GenerateVideoOperator(BaseOperator):
@@ -48,7 +52,8 @@ class Ltx2GenerateVideoOperator(BaseOperator):
     accepts it, and on Airflow 3.3+ kept in the task state store, so a retry reattaches to the request
     already paid for instead of submitting again.
 
-    :param image_url: public http(s) URL of a JPEG/PNG (templated).
+    :param image_url: public http(s) URL of a JPEG/PNG, or an object-storage URI (``s3://``, ``gs://``...)
+        sent as a short-lived signed URL (templated).
     :param prompt: motion, camera movement and visual context (templated).
     :param duration: seconds, 2-10 (templated); None leaves the service default.
     :param resolution: "720p", "1080p" or "2160p" (templated).
@@ -64,10 +69,18 @@ class Ltx2GenerateVideoOperator(BaseOperator):
     :param output_uri: where to stream the MP4, e.g. ``file:///data/v.mp4`` or ``s3://b/{{ ds }}/v.mp4``
         (templated); None keeps only the URL.
     :param output_conn_id: connection of the object store behind ``output_uri``.
+    :param image_conn_id: connection of the object store behind an object-storage ``image_url`` (templated).
+    :param image_url_expires_in: seconds the signed image URL stays valid (default 3600: long enough for a
+        job that waits in the gateway's queue).
+    :param check_image: read the image's first bytes before paying and fail on a missing, empty or
+        non-JPEG/PNG image; False for images only the gateway can reach.
+    :param reuse_existing: when ``output_uri`` already holds the MP4 of this very request (its sidecar
+        ``<output_uri>.json`` says so and the MP4 matches it), return it without any gateway call.
     """
 
     template_fields: Sequence[str] = (
         "image_url",
+        "image_conn_id",
         "prompt",
         "duration",
         "resolution",
@@ -75,6 +88,7 @@ class Ltx2GenerateVideoOperator(BaseOperator):
         "fps",
         "generate_audio",
         "output_uri",
+        "output_conn_id",
     )
     operator_extra_links = (Ltx2VideoLink(),)
     ui_color = "#f3e8ff"
@@ -96,10 +110,18 @@ class Ltx2GenerateVideoOperator(BaseOperator):
         timeout: float = DEFAULT_TIMEOUT,
         output_uri: str | None = None,
         output_conn_id: str | None = None,
+        image_conn_id: str | None = None,
+        image_url_expires_in: int = DEFAULT_IMAGE_URL_EXPIRES_IN,
+        check_image: bool = True,
+        reuse_existing: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_waiting_arguments(poll_interval, timeout, output_uri)
+        self.image_conn_id = image_conn_id
+        self.image_url_expires_in = image_url_expires_in
+        self.check_image = check_image
+        self.reuse_existing = reuse_existing
         self.image_url = image_url
         self.prompt = prompt
         self.duration = duration
@@ -133,13 +155,35 @@ class Ltx2GenerateVideoOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         with failure_reported(context):
+            deadline = Deadline.starting_now(self.timeout, self.execution_timeout)
             request = self.build_request()
+            image = image_input(request["image_url"], self.image_conn_id, self.image_url_expires_in)
+            fingerprint = storage.fingerprint(request, image)
+            if self.reuse_existing and self.output_uri:
+                saved = storage.reusable(self.output_uri, self.output_conn_id, fingerprint)
+                if saved is not None:
+                    return self._reuse(context, saved)
+            if self.check_image:
+                storage.check_image(image, self.hook.read_head)
             # Read back on every resume: `airflow dags test` drops `defer(kwargs=...)`, and a decorated task's
             # request comes from a function that must not run twice.
             context["ti"].xcom_push(key=REQUEST_XCOM, value=request)
+            context["ti"].xcom_push(key=FINGERPRINT_XCOM, value=fingerprint)
             Ltx2VideoLink.persist(context, None)  # the extra link reads it before the video exists
-            deadline = Deadline.starting_now(self.timeout, self.execution_timeout)
             return self._submit_then_wait(context, request, RoomWait.for_deadline(deadline, self.poll_interval))
+
+    def _reuse(self, context: Context, saved: dict[str, Any]) -> dict[str, Any]:
+        result = reused_result(saved)
+        self.log.info(
+            "Reused %s (LTX-2 request %s of %s, same request and image), no charge; reuse_existing=False "
+            "generates anew.",
+            self.output_uri,
+            result["request_id"],
+            result["completed_at"],
+        )
+        metrics.count(metrics.REUSED_VIDEOS)
+        publish(context, result, self.outlets)
+        return result
 
     def retry_submit(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after waiting for room in the triggerer: try the submit again (same deadline)."""
@@ -152,8 +196,7 @@ class Ltx2GenerateVideoOperator(BaseOperator):
             return self._finish(context, read_event(event), self._saved_request(context))
 
     def _saved_request(self, context: Context) -> dict[str, Any]:
-        ti = context["ti"]
-        request = ti.xcom_pull(task_ids=ti.task_id, key=REQUEST_XCOM, map_indexes=ti.map_index)
+        request = _own_xcom(context, REQUEST_XCOM)
         return request if isinstance(request, dict) else self.build_request()
 
     def _submit_then_wait(self, context: Context, request: dict[str, Any], room: RoomWait) -> dict[str, Any]:
@@ -186,6 +229,7 @@ class Ltx2GenerateVideoOperator(BaseOperator):
             output_uri=self.output_uri,
             output_conn_id=self.output_conn_id,
             outlets=self.outlets,
+            fingerprint=_own_xcom(context, FINGERPRINT_XCOM),
         )
         if (store := context.get("task_state_store")) is not None:
             store.delete(STATE_KEY)
@@ -236,9 +280,11 @@ class Ltx2GenerateVideoOperator(BaseOperator):
 
     def _submit(self, store: Any, request: dict[str, Any], room: RoomWait) -> tuple[Job, str]:
         """Submit (the paid call), waiting for room while the gateway is at capacity."""
+        image = ImageInput(request["image_url"], self.image_conn_id, expires_in=self.image_url_expires_in)
         while True:
+            signed = image.url_for_gateway()  # made afresh for every attempt; never stored nor logged
             try:
-                job = self.hook.submit(request)
+                job = self.hook.submit({**request, "image_url": signed}, hidden=(signed,) if image.private else ())
                 break
             except Ltx2Throttled as throttled:
                 metrics.count(metrics.THROTTLED_SUBMITS)
@@ -273,6 +319,11 @@ class Ltx2GenerateVideoOperator(BaseOperator):
         from airflow_provider_ltx2 import lineage
 
         return lineage.on_failure(self.hook, task_instance)
+
+
+def _own_xcom(context: Context, key: str) -> Any:
+    ti = context["ti"]
+    return ti.xcom_pull(task_ids=ti.task_id, key=key, map_indexes=ti.map_index)
 
 
 def summarise(request: dict[str, Any]) -> str:

@@ -44,7 +44,7 @@ class Ltx2VideoSensor(BaseSensorOperator):
     :param output_conn_id: connection of the object store behind ``output_uri``.
     """
 
-    template_fields: Sequence[str] = ("request_id", "polling_url", "output_uri")
+    template_fields: Sequence[str] = ("request_id", "polling_url", "output_uri", "output_conn_id")
     operator_extra_links = (Ltx2VideoLink(),)
     ui_color = "#f3e8ff"
 

@@ -1,0 +1,198 @@
+"""Inputs and outputs where data teams keep them: private images in object storage, and the sidecar.
+
+An image given as an object-storage URI (``s3://``, ``gs://``, ``abfs://``...) is sent to the gateway as a
+short-lived signed https URL made by the store itself (``ObjectStoragePath.sign``). The signed URL is a
+credential: only ``ImageInput.url_for_gateway`` ever returns it, and every record (XCom, logs, the
+sidecar, errors) carries the original URI instead.
+
+The sidecar ``<output_uri>.json`` is written next to a downloaded MP4: what was asked for (with a
+fingerprint of the request and of the image it used), what came back, and the MP4's size and sha256.
+A rerun whose request has the same fingerprint, and whose MP4 still matches the sidecar, reuses it
+instead of paying again (Airflow's practice: a task run twice for the same inputs does the work once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD, image_kind
+from airflow_provider_ltx2.exceptions import Ltx2ValidationError
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+DEFAULT_IMAGE_URL_EXPIRES_IN = 3600
+HEAD_BYTES = 16  # enough for the JPEG and PNG signatures
+HASH_CHUNK_BYTES = 1024 * 1024
+SIDECAR_SUFFIX = ".json"
+SIDECAR_VERSION = 1
+
+
+def is_public_url(url: str) -> bool:
+    return urlsplit(url).scheme in ("http", "https")
+
+
+def _path(uri: str, conn_id: str | None) -> ObjectStoragePath:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(uri, conn_id=conn_id)
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """The task's image: the URI as given, what identifies its content, and how the gateway gets it."""
+
+    uri: str
+    conn_id: str | None = None
+    identity: Mapping[str, Any] = field(default_factory=dict)
+    expires_in: int = DEFAULT_IMAGE_URL_EXPIRES_IN
+
+    @property
+    def private(self) -> bool:
+        return not is_public_url(self.uri)
+
+    def url_for_gateway(self) -> str:
+        """The URL the gateway fetches: the public URL, or a signed URL made now (never store or log it)."""
+        if not self.private:
+            return self.uri
+        try:
+            return str(_path(self.uri, self.conn_id).sign(expiration=self.expires_in))
+        except NotImplementedError:
+            raise Ltx2ValidationError(
+                f"Invalid LTX-2 request field image_url={self.uri!r}: the gateway cannot read it, and this store "
+                "cannot make a signed URL for it. Accepted values are a public http(s) URL, or an object-storage "
+                "URI whose store can sign URLs (s3://, gs://, ...); copy local files there first."
+            ) from None
+
+
+def image_input(uri: str, conn_id: str | None, expires_in: int) -> ImageInput:
+    """Identify the image (object storage: its URI, size and ETag or modification time); no gateway call."""
+    if not isinstance(expires_in, int) or isinstance(expires_in, bool) or not 60 <= expires_in <= 7 * 24 * 3600:
+        raise Ltx2ValidationError(
+            f"image_url_expires_in={expires_in!r}: accepted values are whole seconds from 60 to 604800 (7 days)."
+        )
+    if is_public_url(uri):
+        return ImageInput(uri, conn_id, {"url": uri}, expires_in)
+    path = _path(uri, conn_id)
+    try:
+        info = path.fs.info(path.path)
+    except FileNotFoundError:
+        raise _bad_image(uri, "not found") from None
+    except OSError as error:
+        raise _bad_image(uri, f"cannot be read ({type(error).__name__}: {error})") from None
+    identity: dict[str, Any] = {"uri": uri, "size": info.get("size")}
+    version = next((info[key] for key in ("ETag", "etag", "md5Hash", "mtime", "LastModified") if info.get(key)), None)
+    if version is not None:
+        identity["version"] = str(version)
+    return ImageInput(uri, conn_id, identity, expires_in)
+
+
+def _bad_image(uri: str, problem: str) -> Ltx2ValidationError:
+    return Ltx2ValidationError(
+        f"Invalid LTX-2 request field image_url={uri!r}: {problem}. Accepted values are a reachable JPEG or PNG "
+        "image (check_image=False skips this check for images only the gateway can reach)."
+    )
+
+
+def check_image(image: ImageInput, read_head: Callable[[str, int], tuple[int, bytes]]) -> None:
+    """Read the image's first bytes and fail before paying if it is missing, empty, or no JPEG or PNG.
+
+    ``read_head(url, size)`` fetches a public URL's status and first bytes (the hook's, without the key).
+    """
+    import requests
+
+    if image.private:
+        try:
+            with _path(image.uri, image.conn_id).open("rb") as source:
+                head = source.read(HEAD_BYTES)
+        except FileNotFoundError:
+            raise _bad_image(image.uri, "not found") from None
+        except OSError as error:
+            raise _bad_image(image.uri, f"cannot be read ({type(error).__name__})") from None
+    else:
+        try:
+            status, head = read_head(image.uri, HEAD_BYTES)
+        except requests.RequestException as error:
+            raise _bad_image(image.uri, f"cannot be fetched ({type(error).__name__})") from None
+        if status == 404:
+            raise _bad_image(image.uri, "not found (HTTP 404)")
+        if status not in (200, 206):
+            raise _bad_image(image.uri, f"HTTP {status}")
+    if not head:
+        raise _bad_image(image.uri, "empty")
+    if image_kind(head) is None:
+        raise _bad_image(image.uri, "not a JPEG or PNG (by its first bytes)")
+
+
+def fingerprint(request: Mapping[str, Any], image: ImageInput) -> str:
+    """What makes two generations the same: the request as recorded and the identity of its image."""
+    canonical = json.dumps({"request": dict(request), "image": dict(image.identity)}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# The sidecar: <output_uri>.json, the catalogue entry of a downloaded video.
+# --------------------------------------------------------------------------------------------------
+
+
+def sidecar_uri(output_uri: str) -> str:
+    return output_uri + SIDECAR_SUFFIX
+
+
+def sidecar(result: Mapping[str, Any], fingerprint_: str | None, sha256: str) -> dict[str, Any]:
+    """The sidecar's fields, from the task's result dict (``request`` carries the original image URI)."""
+    return {
+        "version": SIDECAR_VERSION,
+        "fingerprint": fingerprint_,
+        "request_id": result["request_id"],
+        "request": result["request"],
+        "video_url": result["video_url"],
+        "output_uri": result["output_uri"],
+        "bytes": result["bytes"],
+        "sha256": sha256,
+        "submitted_at": result["submitted_at"],
+        "completed_at": result["completed_at"],
+        "price_usd": PRICE_PER_VIDEO_USD,
+    }
+
+
+def write_sidecar(output_uri: str, conn_id: str | None, fields: Mapping[str, Any]) -> None:
+    """Write the sidecar next to the MP4, atomically (a temporary sibling moved into place), as the MP4."""
+    target = _path(sidecar_uri(output_uri), conn_id)
+    partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
+    try:
+        with partial.open("w") as out:
+            json.dump(fields, out, indent=2, sort_keys=True)
+        partial.move(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def reusable(output_uri: str, conn_id: str | None, fingerprint_: str) -> dict[str, Any] | None:
+    """The sidecar of an earlier run that made this very video, if the MP4 is still the one it describes.
+
+    Anything else (no sidecar, a damaged one, another fingerprint, an MP4 of another size or content)
+    is None: the task generates anew.
+    """
+    try:
+        with _path(sidecar_uri(output_uri), conn_id).open("r") as source:
+            saved = json.load(source)
+        if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint_:
+            return None
+        video = _path(output_uri, conn_id)
+        if video.size() != saved.get("bytes"):
+            return None
+        digest = hashlib.sha256()
+        with video.open("rb") as content:
+            while chunk := content.read(HASH_CHUNK_BYTES):
+                digest.update(chunk)
+    except (OSError, ValueError):
+        return None
+    return saved if digest.hexdigest() == saved.get("sha256") else None
