@@ -54,6 +54,7 @@ CONNECT_TIMEOUT = 10.0
 MAX_CONNECTIONS_PER_LOOP = 100
 READ_TIMEOUT = 60.0
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+KEY_CHECK_SECONDS = 30.0
 
 
 @dataclass
@@ -224,7 +225,9 @@ class Ltx2Hook(BaseHook):
         """Check the key for free: a result call for a made-up id is a JSON 404 with a good key, 401 without."""
         try:
             reply = self._call(
-                poll_call(self.gateway.base_url, Job(f"connection-test-{uuid.uuid4().hex}")), action="key check"
+                poll_call(self.gateway.base_url, Job(f"connection-test-{uuid.uuid4().hex}")),
+                action="key check",
+                deadline=time.time() + KEY_CHECK_SECONDS,  # a throttled gateway must not hold the form
             )
         except Ltx2Error as error:
             return False, str(error)
