@@ -1,4 +1,4 @@
-"""A local stand-in for the Pixazo LTX-2 gateway (see docs/gateway-contract.md), so the provider can be tested end to end.
+"""A local stand-in for the Pixazo LTX-2 gateway (docs/gateway-contract.md), to test the provider end to end.
 
 It speaks both polling protocols, serves a real MP4 from a "CDN" path, and can be told (through the
 ``/_sim/`` control endpoints) to be slow, to fail, or to misbehave the way a real gateway does: 429s with
