@@ -201,7 +201,7 @@ class Ltx2GenerateVideoOperator(BaseOperator):
 
     def _submit_then_wait(self, context: Context, request: dict[str, Any], room: RoomWait) -> dict[str, Any]:
         store = context.get("task_state_store")
-        job, submitted_at = self._reattach(store, request) or self._submit(store, request, room)
+        job, submitted_at = self._reattach(store, request, room.deadline) or self._submit(store, request, room)
         context["ti"].xcom_push(key="request_id", value=job.request_id)
         if not self.wait_for_completion:
             if store is not None:  # handed off: a cleared task must submit anew, not reattach to this job
@@ -241,7 +241,7 @@ class Ltx2GenerateVideoOperator(BaseOperator):
     # `poll_until_complete` blocks a worker, where this operator waits for room and for the video in the
     # triggerer; and it keeps the id after success, which would make a cleared task reattach silently.
 
-    def _reattach(self, store: Any, request: dict[str, Any]) -> tuple[Job, str | None] | None:
+    def _reattach(self, store: Any, request: dict[str, Any], deadline: float) -> tuple[Job, str | None] | None:
         """The request an earlier try of this task paid for, if it is the same and can still deliver.
 
         The state store exists on Airflow 3.3+; on older versions every try submits anew.
@@ -261,7 +261,7 @@ class Ltx2GenerateVideoOperator(BaseOperator):
             return None
         job = Job.from_dict(saved)
         try:
-            state = self.hook.get_status(job).state
+            state = self.hook.get_status(job, deadline=deadline).state
         except Ltx2GenerationFailed:  # unknown to the gateway, or expired
             state = JobState.FAILED
         if state is JobState.FAILED:
