@@ -90,6 +90,9 @@ def test_example_dags_wait_deferred_without_holding_a_worker_slot(e2e: Deploymen
                     "ltx2_conn_id",
                     "poll_interval",
                     "submitted_at",
+                    "deadline_limit",
+                    "retry_policy",
+                    "read_timeout",
                 }
         time.sleep(0.5)
 
