@@ -130,6 +130,34 @@ def test_a_failed_task_names_what_it_had_asked_for(
     assert found["run_facets"].get("ltx2_generation", {}).get("priceUsd") == price
 
 
+@pytest.mark.parametrize("kind", ["operator", "sensor", "decorator"])
+def test_openlineage_takes_each_task_types_own_lineage(hook: Ltx2Hook, kind: str) -> None:
+    """The extractor OpenLineage picks for the operator, the sensor and ``@task.ltx2_video`` calls this module."""
+    from airflow.providers.common.compat.sdk import DAG
+    from airflow.providers.openlineage.extractors.base import DefaultExtractor
+    from airflow.providers.openlineage.extractors.manager import ExtractorManager
+
+    from airflow_provider_ltx2.decorators.ltx2 import ltx2_video_task
+    from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
+    from airflow_provider_ltx2.sensors.ltx2 import Ltx2VideoSensor
+
+    with DAG("lineage_extractor", schedule=None):
+        task = {
+            "operator": lambda: Ltx2GenerateVideoOperator(task_id="generate", image_url="", prompt=""),
+            "sensor": lambda: Ltx2VideoSensor(task_id="generate", request_id="ltx2-v-9"),
+            "decorator": lambda: ltx2_video_task(lambda: REQUEST, task_id="generate")().operator,
+        }[kind]()
+    assert ExtractorManager().get_extractor_class(task) is DefaultExtractor
+    extractor = DefaultExtractor(task)
+
+    done = as_json(extractor.extract_on_complete(FakeTaskInstance({"return_value": RESULT})))
+    assert [(d["namespace"], d["name"]) for d in done["outputs"]] == [("s3://videos", "2026/1.mp4")]
+    failed = as_json(extractor.extract_on_failure(FakeTaskInstance()))
+    assert failed["run_facets"].get("externalQuery", {}).get("externalQueryId") == (
+        "ltx2-v-9" if kind == "sensor" else None
+    )
+
+
 @pytest.mark.dags
 def test_the_complete_event_of_a_dags_test_run(simulator: SimulatorProcess, airflow_home: Path, tmp_path: Path) -> None:
     """The OpenLineage provider with its file transport: the task's own facets win over hook-level lineage,
