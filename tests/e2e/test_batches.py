@@ -198,9 +198,9 @@ def assert_waited_deferred(samples: list[Sample], logs: dict[int, TaskLog]) -> s
     submitted). Inside the windows, pooled over all tasks, at least ``WAITING_DEFERRED_SHARE`` of the
     samples must show the task deferred; and no single task may be out of deferred in more than
     ``AWAY_PER_TASK`` samples or ``AWAY_SHARE_PER_TASK`` of its window. A task that waited in a worker
-    would be running in nearly every sample of its window; one that bounced through a worker at every
-    ``Retry-After`` (3 s) would be out of deferred in most. A resume that met a 429 again costs a few
-    seconds, which the per-task allowance absorbs once or twice.
+    would be running in nearly every sample of its window; one that went back to a worker every few
+    seconds to try its submit would be out of deferred in most. A resume that met a 429 again costs a
+    few seconds, which the per-task allowance absorbs once or twice.
 
     Once every generation has been deferred at least once (the batch's start, when all of them start
     in a worker together, is over), no sample may show more than ``MAX_RUNNING`` of them running, where
