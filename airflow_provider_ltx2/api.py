@@ -13,6 +13,7 @@ import os
 import random
 import re
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
@@ -615,8 +616,15 @@ class Network:
         return None
 
     def proxy_for(self, url: str) -> str | None:
-        """The proxy the extras name for ``url``'s scheme; None leaves it to the environment."""
-        return dict(self.proxies).get(urlsplit(url).scheme)
+        """The proxy for ``url``: the extras' for its scheme, else the environment's unless ``NO_PROXY``
+        exempts the host (as requests decides); None: a direct connection."""
+        parts = urlsplit(url)
+        explicit = dict(self.proxies).get(parts.scheme)
+        if explicit:
+            return explicit
+        if urllib.request.proxy_bypass(parts.hostname or ""):
+            return None
+        return urllib.request.getproxies().get(parts.scheme)
 
 
 def network_from_extra(conn_id: str, extra: Mapping[str, Any]) -> Network:

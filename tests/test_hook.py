@@ -246,3 +246,16 @@ def test_sessions_of_one_event_loop_share_one_connection_pool_closed_with_its_la
 def test_async_calls_outside_aconnect_are_refused() -> None:
     with pytest.raises(RuntimeError, match="aconnect"):
         asyncio.run(Ltx2Hook().aget_status(Job("x")))
+
+
+def test_a_download_clears_what_a_killed_try_left_behind(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    """A try killed mid-download (SIGKILL) cannot delete its partial file: the retry's download does."""
+    ltx2 = hook()
+    status = ltx2.wait_for_video(Wait(ltx2.submit(REQUEST), deadline=time.time() + 10, poll_interval=0.1))
+    target = tmp_path / "video.mp4"
+    (tmp_path / ".video.mp4.0123456789ab.part").write_bytes(b"the killed try's first megabyte")
+    (tmp_path / ".other.mp4.0123456789ab.part").write_bytes(b"another video's download: not ours")
+
+    ltx2.download_video(str(status.video_url), f"file://{target}")
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".other.mp4.0123456789ab.part", "video.mp4"]

@@ -90,7 +90,7 @@ class Ltx2Hook(BaseHook):
         self.ltx2_conn_id = ltx2_conn_id
         self.retry_policy = retry_policy or RetryPolicy()
         self.read_timeout = read_timeout
-        self._async_client: tuple[aiohttp.ClientSession, Gateway] | None = None
+        self._async_client: tuple[aiohttp.ClientSession, Gateway, str | None] | None = None
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -263,6 +263,9 @@ class Ltx2Hook(BaseHook):
         partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
         if target.protocol in ("file", "local"):
             target.parent.mkdir(parents=True, exist_ok=True)
+        # A try killed mid-download (SIGKILL, a lost machine) cannot clean up after itself: its retry does.
+        for stale in target.parent.glob(f".{target.name}.*.part"):
+            stale.unlink(missing_ok=True)
         size = 0
         try:
             with self._session.get(video_url, stream=True, timeout=timeout, **self._session_settings) as response:
@@ -315,12 +318,12 @@ class Ltx2Hook(BaseHook):
         if pool is None or pool.connector.closed:
             pool = _SHARED_POOLS[loop] = _SharedPool(aiohttp.TCPConnector(limit=MAX_CONNECTIONS_PER_LOOP))
         pool.users += 1
+        # The proxy is decided once per trigger (the extras, else HTTPS_PROXY/HTTP_PROXY/NO_PROXY, as requests
+        # decides it in the worker): aiohttp's trust_env would look the environment up again on every call.
+        proxy = gateway.network.proxy_for(gateway.base_url)
         try:
-            # trust_env: HTTPS_PROXY, HTTP_PROXY and NO_PROXY apply, as they do for requests in the worker.
-            async with aiohttp.ClientSession(
-                connector=pool.connector, connector_owner=False, trust_env=True
-            ) as session:
-                self._async_client = (session, gateway)
+            async with aiohttp.ClientSession(connector=pool.connector, connector_owner=False) as session:
+                self._async_client = (session, gateway, proxy)
                 yield gateway
         finally:
             self._async_client = None
@@ -331,7 +334,7 @@ class Ltx2Hook(BaseHook):
                 await pool.connector.close()
 
     @property
-    def _connected(self) -> tuple[aiohttp.ClientSession, Gateway]:
+    def _connected(self) -> tuple[aiohttp.ClientSession, Gateway, str | None]:
         if self._async_client is None:
             raise RuntimeError("Ltx2Hook's async calls run inside `async with hook.aconnect():`")
         return self._async_client
@@ -339,7 +342,7 @@ class Ltx2Hook(BaseHook):
     async def _asend(self, call: Call) -> Reply | TransportFailure:
         import aiohttp
 
-        session, gateway = self._connected
+        session, gateway, proxy = self._connected
         timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=self.read_timeout)
         try:
             async with session.request(
@@ -349,7 +352,7 @@ class Ltx2Hook(BaseHook):
                 headers=auth_headers(gateway.key),
                 timeout=timeout,
                 ssl=_ssl_context(gateway.network.verify is False, gateway.network.ca_file(), gateway.network.cert),
-                proxy=gateway.network.proxy_for(call.url),
+                proxy=proxy,  # calls go to the gateway's host only (polling URLs are checked to be on it)
             ) as response:
                 text = await response.text(errors="replace")
                 return Reply(response.status, gateway.redact(text), response.headers.get("Retry-After"))
