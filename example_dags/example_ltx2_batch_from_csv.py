@@ -1,7 +1,9 @@
 """A batch: prompts and images from a CSV, one mapped generation each, then a manifest of what was made.
 
 ``read_requests`` stands for any upstream data task (a table, a file drop, an asset); ``write_manifest``
-is where an upload to object storage or a catalogue entry chains in.
+is where an upload to object storage or a catalogue entry chains in. An image is a public URL, an
+object-storage URI (``s3://bucket/key.jpg``: the task sends the gateway a short-lived signed URL made
+through ``image_conn_id``), or a bare name under ``IMAGE_BASE_URL``, which may be either kind too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 
 OUTPUT_DIR = os.environ.get("LTX2_EXAMPLE_OUTPUT_DIR", "/tmp/ltx2-videos")
 IMAGE_BASE_URL = os.environ.get("LTX2_EXAMPLE_IMAGE_BASE_URL", "http://127.0.0.1:8089/files/")
+IMAGE_CONN_ID = os.environ.get("LTX2_EXAMPLE_IMAGE_CONN_ID")  # the store of object-storage images, e.g. aws_default
 PROMPTS_CSV = Path(__file__).parent / "data" / "prompts.csv"
 # The tests run this DAG both ways; in your own DAGs just write deferrable=True.
 DEFERRABLE = os.environ.get("LTX2_EXAMPLE_DEFERRABLE", "true").lower() != "false"
@@ -47,10 +50,12 @@ with DAG(
 
     videos = Ltx2GenerateVideoOperator.partial(
         task_id="generate_video",
-        # Each generation costs money: to cap how many wait at once, give them a pool created with
-        # `airflow pools set ltx2 4 "LTX-2 generations" --include-deferred` and pass pool="ltx2".
+        # The gateway runs 2 generations at a time per key and answers 429 to more: give the batch a pool of
+        # that size, `airflow pools set ltx2 2 "LTX-2 gateway slots" --include-deferred`, and pass pool="ltx2"
+        # (--include-deferred: deferred tasks hold their slot too). Every task using the key shares the pool.
         deferrable=DEFERRABLE,
         poll_interval=float(os.environ.get("LTX2_EXAMPLE_POLL_INTERVAL", "10")),
+        image_conn_id=IMAGE_CONN_ID,
         output_uri=f"file://{OUTPUT_DIR}/{{{{ dag.dag_id }}}}/{{{{ run_id | replace(':', '_') }}}}/"
         "{{ ti.map_index }}.mp4",
     ).expand_kwargs(read_requests())

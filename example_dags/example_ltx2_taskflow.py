@@ -10,7 +10,9 @@ import pendulum
 from airflow.providers.common.compat.sdk import DAG, task
 
 OUTPUT_DIR = os.environ.get("LTX2_EXAMPLE_OUTPUT_DIR", "/tmp/ltx2-videos")
+# Public (http://...) or private in object storage (s3://bucket/images/, read through IMAGE_CONN_ID).
 IMAGE_BASE_URL = os.environ.get("LTX2_EXAMPLE_IMAGE_BASE_URL", "http://127.0.0.1:8089/files/")
+IMAGE_CONN_ID = os.environ.get("LTX2_EXAMPLE_IMAGE_CONN_ID")
 DEFERRABLE = os.environ.get("LTX2_EXAMPLE_DEFERRABLE", "true").lower() != "false"
 
 with DAG(
@@ -32,6 +34,7 @@ with DAG(
     @task.ltx2_video(
         deferrable=DEFERRABLE,
         poll_interval=float(os.environ.get("LTX2_EXAMPLE_POLL_INTERVAL", "10")),
+        image_conn_id=IMAGE_CONN_ID,
         output_uri=f"file://{OUTPUT_DIR}/taskflow/{{{{ run_id | replace(':', '_') }}}}/{{{{ ti.map_index }}}}.mp4",
     )
     def animate(shot: dict[str, str]) -> dict[str, Any]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +157,73 @@ def example_dag_env(simulator: SimulatorProcess, output_dir: Path, **extra: str)
     }
 
 
+# ------------------------------------------------------------------------------------------ S3 (moto)
+
+S3_BUCKET = "ltx2-test-videos"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server in its own process on loopback (a real S3 API: signatures, ACLs), stopped by pid."""
+    pytest.importorskip("moto", reason="the S3 tests need the test extra (boto3, s3fs, moto)")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An empty private bucket ``S3_BUCKET`` (a boto3 client on it), and the ``ltx2_s3`` connection to it."""
+    boto3 = pytest.importorskip("boto3", reason="the S3 tests need the test extra (boto3, s3fs, moto)")
+    pytest.importorskip("s3fs")
+    pytest.importorskip("airflow.providers.amazon")
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    connection = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_LTX2_S3", json.dumps(connection))
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    client.create_bucket(Bucket=S3_BUCKET)
+    yield client
+    for item in client.list_objects_v2(Bucket=S3_BUCKET).get("Contents", []):
+        client.delete_object(Bucket=S3_BUCKET, Key=item["Key"])
+    client.delete_bucket(Bucket=S3_BUCKET)
+
+
+def bucket_keys(client: Any) -> list[str]:
+    return sorted(item["Key"] for item in client.list_objects_v2(Bucket=S3_BUCKET).get("Contents", []))
+
+
 # ------------------------------------------------------------------------------------------ task fakes
 
 
@@ -212,10 +282,11 @@ def task_context(store: FakeStateStore | None = None, **more: Any) -> dict[str, 
 
 @dataclass
 class Deferrals:
-    """What ``run_deferrable`` saw: each trigger's class name and the event it emitted, in order."""
+    """What ``run_deferrable`` saw: each trigger's class name, its serialized kwargs and the event it emitted."""
 
     triggers: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    kwargs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_deferrable(operator: Any, context: dict[str, Any], seen: Deferrals | None = None, limit: int = 50) -> Any:
@@ -247,6 +318,7 @@ def run_deferrable(operator: Any, context: dict[str, Any], seen: Deferrals | Non
             assert KEY not in repr(event), "the key must never be in a trigger event"
             seen.triggers.append(name)
             seen.events.append(event)
+            seen.kwargs.append(dict(kwargs))
             method = getattr(operator, deferred.method_name)
             call = functools.partial(method, context, event=event, **(deferred.kwargs or {}))
     raise AssertionError(f"the task deferred more than {limit} times")
