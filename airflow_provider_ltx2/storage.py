@@ -109,7 +109,7 @@ def check_image(image: ImageInput, read_head: Callable[[str, int], tuple[int, by
 
     if image.private:
         try:
-            with _path(image.uri, image.conn_id).open("rb") as source:
+            with _path(image.uri, image.conn_id).open("rb", block_size=HEAD_BYTES) as source:  # not a 50 MiB block
                 head = source.read(HEAD_BYTES)
         except FileNotFoundError:
             raise _bad_image(image.uri, "not found") from None

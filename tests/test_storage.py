@@ -7,9 +7,12 @@ a video saved with its sidecar is returned again, without any gateway call, by a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import json
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -325,6 +328,60 @@ def image_host() -> Iterator[tuple[str, list[dict[str, str]]]]:
     server.shutdown()
     server.server_close()
     thread.join(5)
+
+
+@pytest.fixture
+def s3_relay(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The ``ltx2_s3_relay`` connection: the same S3 through a loopback TCP relay that counts what S3 sends."""
+    upstream = urlsplit(s3_endpoint)
+    served = [0]
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+    opened: list[socket.socket] = []
+
+    def pipe(source: socket.socket, sink: socket.socket, counted: bool) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(1 << 16):
+                sink.sendall(chunk)
+                served[0] += len(chunk) if counted else 0
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def relay() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            client.settimeout(None)
+            store = socket.create_connection((str(upstream.hostname), int(upstream.port or 80)))
+            opened.extend((client, store))
+            threading.Thread(target=pipe, args=(client, store, False), daemon=True).start()
+            threading.Thread(target=pipe, args=(store, client, True), daemon=True).start()
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    connection = json.loads(os.environ["AIRFLOW_CONN_LTX2_S3"])
+    connection["extra"]["endpoint_url"] = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    monkeypatch.setenv("AIRFLOW_CONN_LTX2_S3_RELAY", json.dumps(connection))
+    yield served
+    stop.set()
+    thread.join(5)
+    listener.close()
+    for each in opened:
+        each.close()
+
+
+def test_the_check_reads_only_the_first_bytes_of_a_private_image(
+    simulator: SimulatorProcess, bucket: Any, s3_relay: list[int]
+) -> None:
+    image = put(bucket, "images/large.jpg", JPEG[:3] + bytes(8 << 20))  # 8 MiB, a JPEG by its first bytes
+    operator(image_url=image, image_conn_id="ltx2_s3_relay", output_uri=None, wait_for_completion=False).execute(
+        task_context()
+    )
+    assert simulator.stats()["submits"] == 1
+    assert 0 < s3_relay[0] < 64 << 10, f"S3 sent {s3_relay[0]} bytes to check the image's first bytes"
 
 
 def test_the_check_reads_only_the_first_bytes_of_a_public_image_without_the_key(
