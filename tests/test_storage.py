@@ -168,6 +168,24 @@ def test_a_private_image_reaches_the_gateway_as_a_signed_url_kept_nowhere_else(
     assert KEY not in caplog.text
 
 
+def test_a_throttled_private_submit_is_signed_afresh_when_tried_again(
+    simulator: SimulatorProcess, bucket: Any, logs: RecordingLog
+) -> None:
+    put(bucket)
+    simulator.configure(faults=[{"on": "submit", "status": 429, "count": 1, "retry_after": "1"}])
+    ctx, seen = task_context(), Deferrals()
+
+    result = run_deferrable(operator(deferrable=True), ctx, seen)
+
+    assert seen.triggers == ["Ltx2CapacityTrigger", "Ltx2VideoTrigger"] and result["reused"] is False
+    refused, accepted = sent_image_urls(simulator)
+    assert requests.get(accepted, timeout=10).content == JPEG
+    for sent in (refused, accepted):
+        assert_kept_nowhere(
+            sent, result=result, xcom=ctx["ti"].xcom, trigger_kwargs=seen.kwargs, task_logs=logs.records
+        )
+
+
 @needs_av
 def test_the_clip_is_made_of_the_private_image(simulator: SimulatorProcess, bucket: Any, tmp_path: Path) -> None:
     """The simulator renders from the signed URL: a solid teal PNG in the bucket makes a teal clip."""
@@ -293,6 +311,18 @@ def test_a_broken_image_fails_before_paying(
     assert ctx["ti"].xcom["ltx2_failure"] == message
     assert simulator.stats()["submits"] == 0
     assert not [key for key in bucket_keys(bucket) if not key.startswith("images/")], "nothing was written"
+
+
+@pytest.mark.xfail(
+    strict=True, reason="a missing object's message suggests check_image=False, which does not skip looking it up"
+)
+def test_a_missing_object_with_check_image_false_is_not_blamed_on_the_check(
+    simulator: SimulatorProcess, bucket: Any
+) -> None:
+    with pytest.raises(Ltx2ValidationError) as caught:
+        operator(image_url=f"s3://{S3_BUCKET}/images/missing.jpg", check_image=False).execute(task_context())
+    assert "not found" in str(caught.value)
+    assert "check_image=False" not in str(caught.value), "it must not advise what the task already does"
 
 
 @pytest.mark.parametrize("case", ["text named .png", "http 404"])
