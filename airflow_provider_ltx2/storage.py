@@ -83,9 +83,9 @@ def image_input(uri: str, conn_id: str | None, expires_in: int) -> ImageInput:
     try:
         info = path.fs.info(path.path)
     except FileNotFoundError:
-        raise _bad_image(uri, "not found") from None
+        raise _bad_image(uri, "not found", skippable=False) from None
     except OSError as error:
-        raise _bad_image(uri, f"cannot be read ({type(error).__name__}: {error})") from None
+        raise _bad_image(uri, f"cannot be read ({type(error).__name__}: {error})", skippable=False) from None
     identity: dict[str, Any] = {"uri": uri, "size": info.get("size")}
     version = next((info[key] for key in ("ETag", "etag", "md5Hash", "mtime", "LastModified") if info.get(key)), None)
     if version is not None:
@@ -93,10 +93,12 @@ def image_input(uri: str, conn_id: str | None, expires_in: int) -> ImageInput:
     return ImageInput(uri, conn_id, identity, expires_in)
 
 
-def _bad_image(uri: str, problem: str) -> Ltx2ValidationError:
+def _bad_image(uri: str, problem: str, skippable: bool = True) -> Ltx2ValidationError:
+    """The error for an unusable image; ``skippable`` when ``check_image=False`` would not have met it."""
+    hint = " (check_image=False skips this check for images only the gateway can reach)" if skippable else ""
     return Ltx2ValidationError(
         f"Invalid LTX-2 request field image_url={uri!r}: {problem}. Accepted values are a reachable JPEG or PNG "
-        "image (check_image=False skips this check for images only the gateway can reach)."
+        f"image{hint}."
     )
 
 

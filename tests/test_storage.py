@@ -313,9 +313,6 @@ def test_a_broken_image_fails_before_paying(
     assert not [key for key in bucket_keys(bucket) if not key.startswith("images/")], "nothing was written"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a missing object's message suggests check_image=False, which does not skip looking it up"
-)
 def test_a_missing_object_with_check_image_false_is_not_blamed_on_the_check(
     simulator: SimulatorProcess, bucket: Any
 ) -> None:
@@ -600,7 +597,6 @@ def test_asset_events_say_whether_the_video_was_reused(simulator: SimulatorProce
     assert simulator.stats()["submits"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="the reused result names the output_uri the sidecar was first written at")
 def test_a_video_moved_with_its_sidecar_is_reused_where_it_is_now(simulator: SimulatorProcess, bucket: Any) -> None:
     put(bucket)
     operator().execute(task_context())

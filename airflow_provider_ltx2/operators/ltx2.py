@@ -173,7 +173,7 @@ class Ltx2GenerateVideoOperator(BaseOperator):
             return self._submit_then_wait(context, request, RoomWait.for_deadline(deadline, self.poll_interval))
 
     def _reuse(self, context: Context, saved: dict[str, Any]) -> dict[str, Any]:
-        result = reused_result(saved)
+        result = reused_result({**saved, "output_uri": self.output_uri})  # where it is now, if moved
         self.log.info(
             "Reused %s (LTX-2 request %s of %s, same request and image), no charge; reuse_existing=False "
             "generates anew.",
