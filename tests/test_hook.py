@@ -259,3 +259,17 @@ def test_a_download_clears_what_a_killed_try_left_behind(simulator: SimulatorPro
     ltx2.download_video(str(status.video_url), f"file://{target}")
 
     assert sorted(path.name for path in tmp_path.iterdir()) == [".other.mp4.0123456789ab.part", "video.mp4"]
+
+
+def test_triggers_of_one_event_loop_share_a_connection_lookup(
+    simulator: SimulatorProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mapped batch starts hundreds of triggers at once: one lookup serves them for a short while."""
+
+    async def two_lookups() -> tuple[str, str]:
+        first = await Ltx2Hook().agateway()
+        monkeypatch.setenv("AIRFLOW_CONN_LTX2_DEFAULT", simulator.connection().replace(KEY, "rotated-key"))
+        return first.key, (await Ltx2Hook().agateway()).key
+
+    assert asyncio.run(two_lookups()) == (KEY, KEY), "the second trigger reused the first one's lookup"
+    assert asyncio.run(Ltx2Hook().agateway()).key == "rotated-key", "another loop (triggerer) looks it up anew"

@@ -55,6 +55,7 @@ MAX_CONNECTIONS_PER_LOOP = 100
 READ_TIMEOUT = 60.0
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 KEY_CHECK_SECONDS = 30.0
+GATEWAY_CACHE_SECONDS = 30.0
 
 
 @dataclass
@@ -66,6 +67,10 @@ class _SharedPool:
 
 
 _SHARED_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedPool] = weakref.WeakKeyDictionary()
+# Connection lookups of the triggers of one event loop, by connection id: (valid until, gateway).
+_GATEWAYS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[float, Gateway]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class Ltx2Hook(BaseHook):
@@ -294,12 +299,24 @@ class Ltx2Hook(BaseHook):
     # ---------------------------------------------------------------------------------- async side
 
     async def agateway(self) -> Gateway:
-        """The gateway as seen from the triggerer, without blocking its event loop."""
+        """The gateway as seen from the triggerer, without blocking its event loop.
+
+        In a triggerer a lookup is a round trip to its supervisor and a DB or secrets-backend query, and a
+        mapped batch starts hundreds of triggers at once: the triggers of one event loop share a lookup for
+        ``GATEWAY_CACHE_SECONDS``. A trigger keeps the gateway for its whole run anyway, so a rotated key
+        reaches triggers started at most that much later than without the cache.
+        """
         from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 
+        cache = _GATEWAYS.setdefault(asyncio.get_running_loop(), {})
+        cached = cache.get(self.ltx2_conn_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
         conn = await get_async_connection(self.ltx2_conn_id, hook=self)
         extra = await get_async_extra_dejson(conn)
-        return self._checked(gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password, extra))
+        gateway = self._checked(gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password, extra))
+        cache[self.ltx2_conn_id] = (time.monotonic() + GATEWAY_CACHE_SECONDS, gateway)
+        return gateway
 
     @asynccontextmanager
     async def aconnect(self) -> AsyncIterator[Gateway]:
