@@ -204,10 +204,13 @@ def s3_run(runs: Runs) -> Iterator[S3Run]:
             "password": S3_SECRET,
             "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
         }
+        # A connection id of its own: Airflow caches an object store per connection id in the process, and
+        # other modules' tests point `ltx2_s3` at another S3 server.
         with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("AIRFLOW_CONN_LTX2_S3", json.dumps(connection))  # what the api-server looks up
-            storage = {"LTX2_EXAMPLE_BUCKET": S3_BUCKET, "LTX2_EXAMPLE_STORAGE_CONN_ID": "ltx2_s3"}
-            dags_test({**runs.env, "AIRFLOW_CONN_LTX2_S3": json.dumps(connection), **storage}, OBJECT_STORAGE)
+            patch.setenv("AIRFLOW_CONN_LTX2_PLUGIN_S3", json.dumps(connection))  # what the api-server looks up
+            storage = {"LTX2_EXAMPLE_BUCKET": S3_BUCKET, "LTX2_EXAMPLE_STORAGE_CONN_ID": "ltx2_plugin_s3"}
+            env = {**runs.env, "AIRFLOW_CONN_LTX2_PLUGIN_S3": json.dumps(connection), **storage}
+            dags_test(env, OBJECT_STORAGE)
             with create_session() as session:
                 run_id = session.scalar(select(DagRun.run_id).where(DagRun.dag_id == OBJECT_STORAGE))
             yield S3Run(run_id=str(run_id), s3=s3)
