@@ -140,8 +140,8 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "example_dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="false",
-        **extra,
     )
+    env.update(extra)  # may name another dags folder
     return env
 
 
