@@ -34,7 +34,9 @@ with DAG("ltx2_execution_timeout", schedule=None, start_date=pendulum.datetime(2
 
 
 @pytest.mark.dags
-def test_execution_timeout_ends_a_deferred_wait(simulator: SimulatorProcess, airflow_home: Path, tmp_path: Path) -> None:
+def test_execution_timeout_ends_a_deferred_wait(
+    simulator: SimulatorProcess, airflow_home: Path, tmp_path: Path
+) -> None:
     simulator.configure(outcome="never_finish")
     dags = tmp_path / "dags"
     dags.mkdir()
