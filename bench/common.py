@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from airflow_provider_ltx2.contract import KEY_HEADER, SUBMIT_PATH  # plain constants, no code
+
 KEY = "bench-key"
 SUBMIT_BODY = {"image_url": "https://images.example.com/cat.jpg", "prompt": "waves roll in at sunset"}
-SUBMIT_PATH = "/ltx-2-video-api-581/v1/ltx-2-video-api-request"
-RESULT_PATH = "/ltx-2-video-api-581/v1/ltx-2-video-api-request-result"
-KEY_HEADER = "Ocp-Apim-Subscription-Key"
-# The headers every provider call carries (API.md section 1), for clients that do not use the provider.
+# The headers every provider call carries (docs/gateway-contract.md), for the clients that use no provider code.
 POLL_HEADERS = {KEY_HEADER: KEY, "Content-Type": "application/json", "Cache-Control": "no-cache"}
 MIB = 1 << 20
 

@@ -31,6 +31,7 @@ from airflow_provider_ltx2.waiting import (
     succeeded_event,
     timeout_event,
 )
+from tests.conftest import RecordingLog
 
 NOW = 1_750_000_000.0
 VIDEO = "https://pub-1234.r2.dev/out/output.mp4"
@@ -47,16 +48,6 @@ REJECTED = JobStatus(JobState.FAILED, error="Image could not be decoded", input_
 
 def unknown(raw: str = "WARMING_UP") -> JobStatus:
     return JobStatus(JobState.UNKNOWN, raw_status=raw)
-
-
-class ListLog:
-    """A logger stand-in that keeps every ``info`` line, formatted."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, message: str, *args: Any) -> None:
-        self.lines.append(message % args)
 
 
 @pytest.fixture
@@ -81,17 +72,17 @@ def make_wait(job: Job = LEGACY, *, timeout: float = 600.0, poll_interval: float
     [(QUEUED, False), (RUNNING, False), (unknown(), False), (SUCCEEDED, True), (FAILED, True), (REJECTED, True)],
 )
 def test_observe_tells_whether_the_job_is_finished(clock: list[float], status: JobStatus, finished: bool) -> None:
-    assert make_wait().observe(status, ListLog()) is finished
+    assert make_wait().observe(status, RecordingLog()) is finished
 
 
 def test_observe_logs_only_when_the_status_changes(clock: list[float]) -> None:
-    wait, log = make_wait(), ListLog()
+    wait, log = make_wait(), RecordingLog()
 
     for seconds, status in [(0, QUEUED), (10, QUEUED), (20, RUNNING), (30, RUNNING), (40, RUNNING), (45, SUCCEEDED)]:
         clock[0] = NOW + seconds
         wait.observe(status, log)
 
-    assert log.lines == [
+    assert log.messages("info") == [
         "LTX-2 request ltx2-v-7a3b is queued after 0s",
         "LTX-2 request ltx2-v-7a3b is running after 20s",
         "LTX-2 request ltx2-v-7a3b is succeeded after 45s",
@@ -100,12 +91,12 @@ def test_observe_logs_only_when_the_status_changes(clock: list[float]) -> None:
 
 
 def test_observe_logs_each_new_unknown_status_word(clock: list[float]) -> None:
-    wait, log = make_wait(), ListLog()
+    wait, log = make_wait(), RecordingLog()
 
     for status in (unknown("WARMING_UP"), unknown("WARMING_UP"), unknown("RENDERING"), RUNNING):
         wait.observe(status, log)
 
-    assert log.lines == [
+    assert log.messages("info") == [
         "LTX-2 request ltx2-v-7a3b is 'WARMING_UP' after 0s",
         "LTX-2 request ltx2-v-7a3b is 'RENDERING' after 0s",
         "LTX-2 request ltx2-v-7a3b is running after 0s",
@@ -116,10 +107,10 @@ def test_observe_tolerates_unknown_statuses_up_to_the_limit(clock: list[float]) 
     wait = make_wait()
 
     for _ in range(MAX_UNKNOWN_POLLS - 1):
-        assert wait.observe(unknown(), ListLog()) is False
+        assert wait.observe(unknown(), RecordingLog()) is False
 
     with pytest.raises(Ltx2Error, match=f"unknown status 'WARMING_UP' {MAX_UNKNOWN_POLLS} times") as caught:
-        wait.observe(unknown(), ListLog())
+        wait.observe(unknown(), RecordingLog())
 
     assert LEGACY.request_id in str(caught.value)
 
@@ -128,14 +119,14 @@ def test_a_known_status_resets_the_unknown_count(clock: list[float]) -> None:
     wait = make_wait()
 
     for _ in range(MAX_UNKNOWN_POLLS - 1):
-        wait.observe(unknown(), ListLog())
-    wait.observe(RUNNING, ListLog())
+        wait.observe(unknown(), RecordingLog())
+    wait.observe(RUNNING, RecordingLog())
 
     assert wait.unknown_polls == 0
     for _ in range(MAX_UNKNOWN_POLLS - 1):
-        assert wait.observe(unknown(), ListLog()) is False
+        assert wait.observe(unknown(), RecordingLog()) is False
     with pytest.raises(Ltx2Error):
-        wait.observe(unknown(), ListLog())
+        wait.observe(unknown(), RecordingLog())
 
 
 def test_the_unknown_limit_is_bounded() -> None:
@@ -174,7 +165,7 @@ def test_elapsed_counts_from_started(clock: list[float]) -> None:
 
 def test_timeout_message_names_the_request_deadline_and_last_status(clock: list[float]) -> None:
     wait = make_wait(UNIVERSAL, timeout=90.0)
-    wait.observe(RUNNING, ListLog())
+    wait.observe(RUNNING, RecordingLog())
 
     message = wait.timeout_message()
 
