@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from airflow_provider_ltx2.contract import KEY_HEADER, SUBMIT_PATH  # plain constants, no code
+# The contract's plain constants (no provider code), for every table's clients
+from airflow_provider_ltx2.contract import KEY_HEADER, RESULT_PATH, SUBMIT_PATH  # noqa: F401 - re-exported
 
 KEY = "bench-key"
 SUBMIT_BODY = {"image_url": "https://images.example.com/cat.jpg", "prompt": "waves roll in at sunset"}
