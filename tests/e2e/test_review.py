@@ -68,7 +68,10 @@ print(json.dumps({"errors": bag.import_errors, "dags": list(bag.dag_ids), "chain
 @pytest.mark.timeout(600)
 def test_the_approved_videos_are_published(e2e: Deployment) -> None:
     assert e2e.sim is not None
-    e2e.sim.configure(processing_seconds=3)
+    # Jobs long enough for each deferring task's process to have exited before its trigger fires: a quicker
+    # event makes Airflow's LocalExecutor report the old process's end for the resumed try, failing it
+    # ("state changed externally"), a race of the executor's, not of the task.
+    e2e.sim.configure(processing_seconds=15)
     wait_for(f"DAG {REVIEW} to be parsed", lambda: e2e.api("GET", f"/dags/{REVIEW}", check=False).ok, timeout=240)
     errors = e2e.api("GET", "/importErrors").json()["import_errors"]
     assert not [error for error in errors if REVIEW in error["filename"]], errors
