@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -95,6 +96,12 @@ def test_the_approved_videos_are_published(e2e: Deployment) -> None:
         page = f"{e2e.api_url}/dags/{REVIEW}/runs/{quote(run_id, safe='')}/tasks/generate_video/mapped/{index}"
         assert f"({page})" in detail["body"], detail["body"]
 
+    # Answer once the deferring task's process has exited, as a person would: an answer within the second
+    # the task defers wakes it before its old process ended, which Airflow's LocalExecutor then reports as
+    # the end of the new try ("state changed externally"), a race of the executor's, not of the DAG.
+    review_ti = e2e.api("GET", f"{run}/taskInstances/review").json()["id"]
+    wait_for("the review task's process to exit", lambda: not e2e.task_processes(review_ti), timeout=60)
+    time.sleep(3)  # and the executor to have heard of it
     answer = e2e.api(
         "PATCH", f"{run}/taskInstances/review/-1/hitlDetails", json={"chosen_options": ["harbour", "orchard"]}
     ).json()
