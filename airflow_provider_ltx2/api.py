@@ -13,7 +13,6 @@ import os
 import random
 import re
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
@@ -618,6 +617,8 @@ class Network:
     def proxy_for(self, url: str) -> str | None:
         """The proxy for ``url``: the extras' for its scheme, else the environment's unless ``NO_PROXY``
         exempts the host (as requests decides); None: a direct connection."""
+        import urllib.request  # here, not at DAG-parse time: it costs milliseconds to import
+
         parts = urlsplit(url)
         explicit = dict(self.proxies).get(parts.scheme)
         if explicit:

@@ -13,7 +13,6 @@ instead of paying again (Airflow's practice: a task run twice for the same input
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping
@@ -134,6 +133,8 @@ def check_image(image: ImageInput, read_head: Callable[[str, int], tuple[int, by
 
 def fingerprint(request: Mapping[str, Any], image: ImageInput) -> str:
     """What makes two generations the same: the request as recorded and the identity of its image."""
+    import hashlib
+
     canonical = json.dumps({"request": dict(request), "image": dict(image.identity)}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -183,6 +184,8 @@ def reusable(output_uri: str, conn_id: str | None, fingerprint_: str) -> dict[st
     Anything else (no sidecar, a damaged one, another fingerprint, an MP4 of another size or content)
     is None: the task generates anew.
     """
+    import hashlib
+
     try:
         with _path(sidecar_uri(output_uri), conn_id).open("r") as source:
             saved = json.load(source)

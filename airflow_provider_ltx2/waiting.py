@@ -9,7 +9,6 @@ format.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -403,6 +402,8 @@ def deliver(
         pass
     size = None
     if output_uri:
+        import hashlib
+
         started, digest = time.monotonic(), hashlib.sha256()
         size = hook.download_video(delivered.video_url, output_uri, output_conn_id, digest=digest)
         metrics.seconds(metrics.DOWNLOAD_SECONDS, time.monotonic() - started)

@@ -234,7 +234,7 @@ def test_sessions_of_one_event_loop_share_one_connection_pool_closed_with_its_la
 
     async def open_two() -> None:
         async with one.aconnect(), two.aconnect():
-            first, second = one._connected[0], two._connected[0]
+            first, second = one._connected.session, two._connected.session
             assert first is not second and first.connector is second.connector
             pool = first.connector
             assert pool is not None and not pool.closed

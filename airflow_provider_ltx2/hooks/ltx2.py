@@ -66,6 +66,16 @@ class _SharedPool:
     users: int = 0
 
 
+@dataclass(frozen=True)
+class _AsyncClient:
+    """What a trigger's calls use, decided once in ``aconnect``: the session, gateway, proxy and TLS."""
+
+    session: aiohttp.ClientSession
+    gateway: Gateway
+    proxy: str | None
+    tls: ssl.SSLContext | bool
+
+
 _SHARED_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedPool] = weakref.WeakKeyDictionary()
 # Connection lookups of the triggers of one event loop, by connection id: (valid until, gateway).
 _GATEWAYS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[float, Gateway]]] = (
@@ -95,7 +105,7 @@ class Ltx2Hook(BaseHook):
         self.ltx2_conn_id = ltx2_conn_id
         self.retry_policy = retry_policy or RetryPolicy()
         self.read_timeout = read_timeout
-        self._async_client: tuple[aiohttp.ClientSession, Gateway, str | None] | None = None
+        self._async_client: _AsyncClient | None = None
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -335,12 +345,15 @@ class Ltx2Hook(BaseHook):
         if pool is None or pool.connector.closed:
             pool = _SHARED_POOLS[loop] = _SharedPool(aiohttp.TCPConnector(limit=MAX_CONNECTIONS_PER_LOOP))
         pool.users += 1
-        # The proxy is decided once per trigger (the extras, else HTTPS_PROXY/HTTP_PROXY/NO_PROXY, as requests
-        # decides it in the worker): aiohttp's trust_env would look the environment up again on every call.
-        proxy = gateway.network.proxy_for(gateway.base_url)
+        # Proxy and TLS are decided once per trigger (the extras, else HTTPS_PROXY/HTTP_PROXY/NO_PROXY and the CA
+        # variables, as requests decides them in the worker): aiohttp's trust_env would look the environment up
+        # again on every call.
+        network = gateway.network
+        proxy = network.proxy_for(gateway.base_url)
+        tls = _ssl_context(network.verify is False, network.ca_file(), network.cert)
         try:
             async with aiohttp.ClientSession(connector=pool.connector, connector_owner=False) as session:
-                self._async_client = (session, gateway, proxy)
+                self._async_client = _AsyncClient(session, gateway, proxy, tls)
                 yield gateway
         finally:
             self._async_client = None
@@ -351,7 +364,7 @@ class Ltx2Hook(BaseHook):
                 await pool.connector.close()
 
     @property
-    def _connected(self) -> tuple[aiohttp.ClientSession, Gateway, str | None]:
+    def _connected(self) -> _AsyncClient:
         if self._async_client is None:
             raise RuntimeError("Ltx2Hook's async calls run inside `async with hook.aconnect():`")
         return self._async_client
@@ -359,17 +372,18 @@ class Ltx2Hook(BaseHook):
     async def _asend(self, call: Call) -> Reply | TransportFailure:
         import aiohttp
 
-        session, gateway, proxy = self._connected
+        client = self._connected
+        gateway = client.gateway
         timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=self.read_timeout)
         try:
-            async with session.request(
+            async with client.session.request(
                 call.method,
                 call.url,
                 json=call.json_body,
                 headers=auth_headers(gateway.key),
                 timeout=timeout,
-                ssl=_ssl_context(gateway.network.verify is False, gateway.network.ca_file(), gateway.network.cert),
-                proxy=proxy,  # calls go to the gateway's host only (polling URLs are checked to be on it)
+                ssl=client.tls,
+                proxy=client.proxy,  # calls go to the gateway's host only (polling URLs are checked to be on it)
             ) as response:
                 text = await response.text(errors="replace")
                 return Reply(response.status, gateway.redact(text), response.headers.get("Retry-After"))
@@ -392,7 +406,7 @@ class Ltx2Hook(BaseHook):
 
     async def aget_status(self, job: Job, deadline: float | None = None) -> JobStatus:
         """The async twin of ``get_status``: same call, same retries, same reading of the reply."""
-        call = poll_call(self._connected[1].base_url, job)
+        call = poll_call(self._connected.gateway.base_url, job)
         return parse_status(await self._acall(call, action="status poll", deadline=deadline))
 
 
