@@ -17,7 +17,7 @@ from airflow_provider_ltx2.exceptions import Ltx2Throttled, Ltx2Timeout
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
-from airflow_provider_ltx2.triggers.ltx2 import Ltx2CapacityTrigger, room_freed
+from airflow_provider_ltx2.triggers.ltx2 import Ltx2CapacityTrigger, Ltx2VideoTrigger, room_freed
 from airflow_provider_ltx2.waiting import ROOM_FALLBACK_FIRST, Deadline, RoomWait, Wait, read_room_event
 from tests.conftest import KEY, Deferrals, RecordingLog, run_deferrable, task_context
 
@@ -246,3 +246,25 @@ def test_throttled_polls_slow_down_past_the_outage_budget_and_still_deliver(simu
 
     assert status.video_url and time.monotonic() - started >= 12 * 0.2, "12 throttled polls waited out"
     assert simulator.stats()["jobs"] == 1
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_retry_after_past_the_deadline_on_polls_is_waited_out_not_hammered(
+    simulator: SimulatorProcess, deferred: bool
+) -> None:
+    """The gateway asks polls to wait 60 s with 2 s left: the wait ends at its deadline, polling calmly."""
+    hook = Ltx2Hook()
+    job = hook.submit(REQUEST)
+    simulator.configure(faults=[{"on": "poll", "status": 429, "count": 1000, "retry_after": "60"}])
+    wait = Wait(job, deadline=time.time() + 2.0, poll_interval=0.5)
+    polls_before = simulator.stats()["polls"]
+
+    if deferred:
+        trigger = Ltx2VideoTrigger.for_wait(wait, hook, submitted_at=None)
+        event = asyncio.run(anext(aiter(trigger.run()))).payload
+        assert event["status"] == "timeout"
+    else:
+        with pytest.raises(Ltx2Timeout):
+            hook.wait_for_video(wait)
+
+    assert simulator.stats()["polls"] - polls_before <= 6, "one poll per poll_interval at most, not a hot loop"

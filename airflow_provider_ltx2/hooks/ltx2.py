@@ -229,9 +229,9 @@ class Ltx2Hook(BaseHook):
         while not wait.expired():
             try:
                 status = self.get_status(wait.job, deadline=wait.deadline)
-            except Ltx2Throttled:  # throttled up to the deadline: a timeout, not a failure
-                continue
-            if wait.observe(status, self.log):
+            except Ltx2Throttled:  # asked to wait past the deadline: no answer this round, and no hot loop
+                status = None
+            if status is not None and wait.observe(status, self.log):
                 return status
             time.sleep(wait.next_delay())
         raise Ltx2Timeout(wait.timeout_message())

@@ -115,9 +115,9 @@ class Ltx2VideoTrigger(BaseTrigger):
                     while not wait.expired():
                         try:
                             status = await hook.aget_status(job, deadline=self.deadline)
-                        except Ltx2Throttled:  # throttled up to the deadline: a timeout, not a failure
-                            continue
-                        if wait.observe(status, self.log):
+                        except Ltx2Throttled:  # asked to wait past the deadline: no answer, and no hot loop
+                            status = None
+                        if status is not None and wait.observe(status, self.log):
                             room_freed(gateway)
                             yield TriggerEvent(finished_event(job, status, self.submitted_at))
                             return
