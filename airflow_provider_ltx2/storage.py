@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -165,17 +166,29 @@ def sidecar(result: Mapping[str, Any], fingerprint_: str | None, sha256: str) ->
     }
 
 
-def write_sidecar(output_uri: str, conn_id: str | None, fields: Mapping[str, Any]) -> None:
-    """Write the sidecar next to the MP4, atomically (a temporary sibling moved into place), as the MP4."""
-    target = _path(sidecar_uri(output_uri), conn_id)
+@contextmanager
+def written_in_place(target: ObjectStoragePath) -> Iterator[ObjectStoragePath]:
+    """A hidden temporary sibling of ``target`` to write; moved onto ``target`` only if the block completes.
+
+    So a reader never sees a partial file at ``target``, and an earlier one stays until replaced. On
+    failure the sibling is removed; a writer killed outright cannot do that, so each write first clears
+    what a killed one left behind.
+    """
+    for stale in target.parent.glob(f".{target.name}.*.part"):
+        stale.unlink(missing_ok=True)
     partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
     try:
-        with partial.open("w") as out:
-            json.dump(fields, out, indent=2, sort_keys=True)
+        yield partial
         partial.move(target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def write_sidecar(output_uri: str, conn_id: str | None, fields: Mapping[str, Any]) -> None:
+    """Write the sidecar next to the MP4, in place only once whole, as the MP4."""
+    with written_in_place(_path(sidecar_uri(output_uri), conn_id)) as partial, partial.open("w") as out:
+        json.dump(fields, out, indent=2, sort_keys=True)
 
 
 def reusable(output_uri: str, conn_id: str | None, fingerprint_: str) -> dict[str, Any] | None:

@@ -44,6 +44,7 @@ from airflow_provider_ltx2.api import (
 )
 from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Throttled, Ltx2Timeout, Ltx2TransientError
 from airflow_provider_ltx2.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_ltx2.storage import written_in_place
 from airflow_provider_ltx2.waiting import Wait
 
 if TYPE_CHECKING:
@@ -275,15 +276,14 @@ class Ltx2Hook(BaseHook):
 
         timeout = (CONNECT_TIMEOUT, self.read_timeout)
         target = ObjectStoragePath(output_uri, conn_id=output_conn_id)
-        partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
         if target.protocol in ("file", "local"):
             target.parent.mkdir(parents=True, exist_ok=True)
-        # A try killed mid-download (SIGKILL, a lost machine) cannot clean up after itself: its retry does.
-        for stale in target.parent.glob(f".{target.name}.*.part"):
-            stale.unlink(missing_ok=True)
         size = 0
         try:
-            with self._session.get(video_url, stream=True, timeout=timeout, **self._session_settings) as response:
+            with (
+                written_in_place(target) as partial,
+                self._session.get(video_url, stream=True, timeout=timeout, **self._session_settings) as response,
+            ):
                 if response.status_code != 200:
                     raise Ltx2Error(f"Downloading the LTX-2 video {video_url} failed: HTTP {response.status_code}")
                 with partial.open("wb") as out:
@@ -297,13 +297,8 @@ class Ltx2Hook(BaseHook):
                 expected = response.headers.get("Content-Length")
                 if expected is not None and int(expected) != size:
                     raise Ltx2Error(f"The LTX-2 video download stopped after {size} of {expected} bytes.")
-            partial.move(target)
         except requests.RequestException as error:
-            partial.unlink(missing_ok=True)
             raise Ltx2TransientError(f"Downloading the LTX-2 video {video_url} failed: {error}") from error
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
         return size
 
     # ---------------------------------------------------------------------------------- async side
