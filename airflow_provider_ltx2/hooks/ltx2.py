@@ -319,7 +319,7 @@ class Ltx2Hook(BaseHook):
             return cached[1]
         conn = await get_async_connection(self.ltx2_conn_id, hook=self)
         extra = await get_async_extra_dejson(conn)
-        gateway = self._checked(gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password, extra))
+        gateway = gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password, extra)
         cache[self.ltx2_conn_id] = (time.monotonic() + GATEWAY_CACHE_SECONDS, gateway)
         return gateway
 
@@ -334,7 +334,7 @@ class Ltx2Hook(BaseHook):
         """
         import aiohttp
 
-        gateway = await self.agateway()
+        gateway = self._checked(await self.agateway())  # warned by every trigger, cached lookup or not
         loop = asyncio.get_running_loop()
         pool = _SHARED_POOLS.get(loop)
         if pool is None or pool.connector.closed:
