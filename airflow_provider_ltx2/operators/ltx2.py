@@ -156,6 +156,11 @@ class Ltx2GenerateVideoOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         with failure_reported(context):
             deadline = Deadline.starting_now(self.timeout, self.execution_timeout)
+            if context.get("task_state_store") is None:  # said once per try, not on every resume
+                self.log.warning(
+                    "Reattaching to the request of an earlier try is unavailable (no task_state_store before "
+                    "Airflow 3.3): a retry of this task submits, and pays for, a new generation."
+                )
             request = self.build_request()
             image = image_input(request["image_url"], self.image_conn_id, self.image_url_expires_in)
             fingerprint = storage.fingerprint(request, image)
@@ -247,10 +252,6 @@ class Ltx2GenerateVideoOperator(BaseOperator):
         The state store exists on Airflow 3.3+; on older versions every try submits anew.
         """
         if store is None:
-            self.log.warning(
-                "Reattaching to the request of an earlier try is unavailable (no task_state_store before "
-                "Airflow 3.3): a retry of this task submits, and pays for, a new generation."
-            )
             return None
         saved = store.get(STATE_KEY)
         if not isinstance(saved, dict):
