@@ -26,7 +26,9 @@ from airflow.providers.common.compat.openlineage.facet import (
 from airflow.providers.openlineage.extractors import OperatorLineage
 from attrs import define
 
-from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD
+from airflow_provider_ltx2 import xcom
+from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
+from airflow_provider_ltx2.xcom import own_xcom
 
 if TYPE_CHECKING:
     from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
@@ -72,7 +74,7 @@ class Ltx2GenerationRunFacet(RunFacet):
 
 def on_complete(hook: Ltx2Hook, task_instance: Any) -> OperatorLineage:
     """The lineage of a finished task, from its result dict (XCom ``return_value``)."""
-    result = _own_xcom(task_instance, "return_value")
+    result = own_xcom(task_instance, "return_value")
     if not isinstance(result, Mapping):
         return OperatorLineage()
     lineage = _lineage(hook, result.get("request_id"), result.get("request"), result)
@@ -90,8 +92,8 @@ def on_failure(hook: Ltx2Hook, task_instance: Any, given: Any = None) -> Operato
     """The lineage of a failed task: the request the operator recorded in XCom (``request_id``,
     ``request``), else what the task was given (a sensor's ``request_id``: an id or the operator's dict)."""
     known = given if isinstance(given, Mapping) else {"request_id": given}
-    request_id = _own_xcom(task_instance, "request_id") or known.get("request_id")
-    request = _own_xcom(task_instance, "request") or known.get("request")
+    request_id = own_xcom(task_instance, xcom.REQUEST_ID) or known.get("request_id")
+    request = own_xcom(task_instance, xcom.REQUEST) or known.get("request")
     return _lineage(hook, request_id, request, {})
 
 
@@ -115,7 +117,3 @@ def _lineage(hook: Ltx2Hook, request_id: Any, request: Any, result: Mapping[str,
             externalQueryId=request_id, source=hook.gateway.base_url
         )
     return lineage
-
-
-def _own_xcom(task_instance: Any, key: str) -> Any:
-    return task_instance.xcom_pull(task_ids=task_instance.task_id, key=key, map_indexes=task_instance.map_index)

@@ -1,4 +1,5 @@
-"""Inputs and outputs where data teams keep them: private images in object storage, and the sidecar.
+"""Inputs and outputs where data teams keep them: private images in object storage, files written in
+place, and the sidecar.
 
 An image given as an object-storage URI (``s3://``, ``gs://``, ``abfs://``...) is sent to the gateway as a
 short-lived signed https URL made by the store itself (``ObjectStoragePath.sign``). The signed URL is a
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD, image_kind
+from airflow_provider_ltx2.api.media import image_kind
+from airflow_provider_ltx2.api.request import is_public_url
+from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 
 if TYPE_CHECKING:
@@ -32,10 +34,6 @@ HEAD_BYTES = 16  # enough for the JPEG and PNG signatures
 HASH_CHUNK_BYTES = 1024 * 1024
 SIDECAR_SUFFIX = ".json"
 SIDECAR_VERSION = 1
-
-
-def is_public_url(url: str) -> bool:
-    return urlsplit(url).scheme in ("http", "https")
 
 
 def _path(uri: str, conn_id: str | None) -> ObjectStoragePath:
@@ -183,6 +181,16 @@ def written_in_place(target: ObjectStoragePath) -> Iterator[ObjectStoragePath]:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def write_file(uri: str, conn_id: str | None, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``uri``, in place only once all of them are written (a local folder is made)."""
+    target = _path(uri, conn_id)
+    if target.protocol in ("file", "local"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with written_in_place(target) as partial, partial.open("wb") as out:
+        for chunk in chunks:
+            out.write(chunk)
 
 
 def write_sidecar(output_uri: str, conn_id: str | None, fields: Mapping[str, Any]) -> None:

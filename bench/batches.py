@@ -144,7 +144,7 @@ def observe_submits(current: threading.local) -> None:
     """Record every submit a worker call sends, with its answer, in that call's ``attempts``."""
     import requests
 
-    from airflow_provider_ltx2.api import retry_after_seconds
+    from airflow_provider_ltx2.api.replies import retry_after_seconds
 
     send = requests.Session.request
 

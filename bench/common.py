@@ -191,7 +191,7 @@ def wrap_async_poll(around: Callable[[str, Awaitable[Any]], Awaitable[Any]]) -> 
     The job is found among the arguments, so this fits the hook whichever way it is called:
     ``(session, gateway, job, deadline)`` or, on a hook that holds its own session, ``(job, deadline=...)``.
     """
-    from airflow_provider_ltx2.api import Job
+    from airflow_provider_ltx2.api.jobs import Job
     from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 
     original = getattr(Ltx2Hook.aget_status, "bench_original", Ltx2Hook.aget_status)

@@ -1,4 +1,4 @@
-"""Table 3: streaming a large result to ``output_uri`` with ``Ltx2Hook().download_video``, against ``curl -o``.
+"""Table 3: streaming a large result to ``output_uri`` (``delivery.save_video``) against ``curl -o``.
 
 The simulator pads the sample MP4 with a ``free`` box to the wanted size. Each hook download runs in a fresh
 worker (``python -m bench.download worker CLIENT URL SMALL_URL PATH SIMULATOR_PID``) that records its RSS
@@ -54,6 +54,7 @@ def requests_download(url: str, path: str) -> int:
 
 def worker(client: str, url: str, small_url: str, path: str, sim_pid: str) -> None:
     out = result_channel()
+    from airflow_provider_ltx2.delivery import save_video
     from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 
     rss_cold = current_rss()
@@ -61,7 +62,7 @@ def worker(client: str, url: str, small_url: str, path: str, sim_pid: str) -> No
 
     def download(source: str, target: str) -> int:
         if client == "hook":
-            return hook.download_video(source, f"file://{target}")
+            return save_video(hook, source, f"file://{target}")[0]
         return requests_download(source, target)
 
     download(small_url, f"{path}.small")
@@ -135,7 +136,7 @@ def run(sim: Any, repeats: int = 5) -> Table:
     added = median([r["peak"] - r["warm"] for r in hook]) / MIB
     cold = median([r["peak"] - r["cold"] for r in hook]) / MIB
     labels = {
-        "hook": "`Ltx2Hook().download_video(url, 'file://...')`",
+        "hook": "`save_video(Ltx2Hook(), url, 'file://...')`",
         "requests": "reference: `requests` `iter_content(1 MiB)` to `open(path, 'wb')`",
         "curl": "`curl -sS -o`",
     }

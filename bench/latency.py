@@ -4,7 +4,7 @@ Measured in-process, without a scheduler, in one worker (``python -m bench.laten
 ``Ltx2GenerateVideoOperator.execute`` with a small fake context; on ``TaskDeferred`` the trigger's ``run()``
 is iterated to its event and ``execute_complete`` called, as the triggerer and a resumed worker would, so
 the triggerer -> scheduler -> worker hand-over of a real deployment is not included. The non-deferrable
-path polls with ``Ltx2Hook.wait_for_video`` inside ``execute``.
+path polls with ``lifecycle.wait_in_worker`` inside ``execute``.
 
 "Done" is the simulator's own ``completed_at`` (universal protocol, read after the run). Jobs are timed to
 finish a chosen fraction (the phase) of a poll interval after a poll, so the sample covers the worst case
@@ -38,7 +38,7 @@ from bench.common import (
 INTERVALS = (2.0, 5.0)
 PHASES = (0.1, 0.5, 0.9)
 QUEUE_SECONDS = 1.0
-MODES = {True: "deferrable (trigger)", False: "non-deferrable (wait_for_video)"}
+MODES = {True: "deferrable (trigger)", False: "non-deferrable (wait_in_worker)"}
 
 
 def control(base_url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -222,7 +222,7 @@ async def lookup_cost(conn_id: str, rounds: int) -> dict[str, float]:
 
 async def setup_parts(request_id: str, rounds: int = 100) -> dict[str, float]:
     """What a trigger's start and polls cost, one call at a time so the process CPU time is theirs alone."""
-    from airflow_provider_ltx2.api import Job
+    from airflow_provider_ltx2.api.jobs import Job
     from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 
     job = Job(request_id)

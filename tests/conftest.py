@@ -23,6 +23,8 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "true")
 
 import pytest  # noqa: E402
 
+from airflow_provider_ltx2.api.jobs import Job, JobState, JobStatus  # noqa: E402
+from airflow_provider_ltx2.api.replies import Reply  # noqa: E402
 from airflow_provider_ltx2.simulator.process import SimulatorProcess  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -322,3 +324,44 @@ def run_deferrable(operator: Any, context: dict[str, Any], seen: Deferrals | Non
             method = getattr(operator, deferred.method_name)
             call = functools.partial(method, context, event=event, **(deferred.kwargs or {}))
     raise AssertionError(f"the task deferred more than {limit} times")
+
+
+# Statuses and jobs as the gateway reports them, shared by the tests of waits and events.
+VIDEO_URL = "https://pub-1234.r2.dev/out/output.mp4"
+LEGACY_JOB = Job("ltx2-v-7a3b")
+UNIVERSAL_JOB = Job("ltx-2-video-api-581_019d", "https://gateway.pixazo.ai/v2/requests/status/ltx-2-video-api-581_019d")
+QUEUED = JobStatus(JobState.QUEUED, raw_status="IN_QUEUE")
+RUNNING = JobStatus(JobState.RUNNING, raw_status="IN_PROGRESS")
+SUCCEEDED = JobStatus(JobState.SUCCEEDED, raw_status="COMPLETED", video_url=VIDEO_URL)
+FAILED = JobStatus(JobState.FAILED, raw_status="FAILED", error="Content policy violation")
+REJECTED = JobStatus(JobState.FAILED, error="Image could not be decoded", input_rejected=True)
+CLOCK_START = 1_750_000_000.0
+
+
+def unknown_status(raw: str = "WARMING_UP") -> JobStatus:
+    return JobStatus(JobState.UNKNOWN, raw_status=raw)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Pin ``time.time`` at ``CLOCK_START``; set ``clock[0]`` to move it."""
+    now = [CLOCK_START]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    return now
+
+
+# ------------------------------------------------------------------------------------------ gateway replies
+
+# The gateway, a key and a reply, shared by the unit tests of the api package.
+BASE = "https://gateway.pixazo.ai"
+SECRET = "sk-5f0c1e9a7b-secret"
+APIM_401 = {
+    "statusCode": 401,
+    "message": "Access denied due to invalid subscription key. Make sure to provide a valid key for an active "
+    "subscription.",
+}
+
+
+def reply(status: int, body: Any = None, *, text: str | None = None, retry_after: str | None = None) -> Reply:
+    """A ``Reply`` with ``body`` as JSON, or with the raw ``text`` given."""
+    return Reply(status, text if text is not None else json.dumps(body), retry_after)

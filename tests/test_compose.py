@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from airflow_provider_ltx2.api import gateway_from_connection
+from airflow_provider_ltx2.api.connection import gateway_from_connection
 from airflow_provider_ltx2.simulator.__main__ import build_parser
 from airflow_provider_ltx2.simulator.server import DEFAULT_KEY
 

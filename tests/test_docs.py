@@ -2,7 +2,8 @@
 
 Checks README.md and every docs/*.md the way GitHub renders them: headings and links inside fenced code
 blocks and code spans do not count, and an anchor is the heading's text lower-cased, with punctuation
-dropped, spaces turned into hyphens and ``-1``, ``-2``... appended to repeats. Pure Python, no network.
+dropped, spaces turned into hyphens and ``-1``, ``-2``... appended to repeats. Also keeps the README a
+short user's page, with the reference in docs/reference.md. Pure Python, no network.
 """
 
 from __future__ import annotations
@@ -148,6 +149,38 @@ def test_the_documentation_has_no_repeated_heading_and_no_broken_link(doc: Path)
 def test_the_user_page_links_every_docs_page() -> None:
     linked = {target.partition("#")[0] for target in link_targets((REPO / "README.md").read_text())}
     assert {f"docs/{doc.name}" for doc in DOCS[1:]} <= linked
+
+
+def test_the_user_page_is_at_most_300_lines() -> None:
+    assert len((REPO / "README.md").read_text().splitlines()) <= 300
+
+
+@pytest.mark.parametrize(
+    "section", ["errors-and-troubleshooting", "metrics", "retry-policy", "result-dict", "the-sidecar"]
+)
+def test_the_reference_has_its_sections(section: str) -> None:
+    reference = REPO / "docs" / "reference.md"
+    assert reference.is_file()
+    assert section in anchors(reference.read_text())
+
+
+PUBLIC_PATHS = {
+    "airflow_provider_ltx2.hooks.ltx2",
+    "airflow_provider_ltx2.operators.ltx2",
+    "airflow_provider_ltx2.sensors.ltx2",
+    "airflow_provider_ltx2.triggers.ltx2",
+    "airflow_provider_ltx2.exceptions",
+}
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/reference.md"])
+def test_the_user_pages_name_only_public_module_paths(page: str) -> None:
+    """Internal modules get renamed and split; users are pointed only at the paths that stay."""
+    named = {
+        path.replace("/", ".") for path in re.findall(r"airflow_provider_ltx2(?:[./]\w+)+", (REPO / page).read_text())
+    }
+    internal = {path for path in named if not any(f"{path}.".startswith(f"{public}.") for public in PUBLIC_PATHS)}
+    assert internal == set()
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_ltx2 import waiting
-from airflow_provider_ltx2.api import RetryPolicy
+from airflow_provider_ltx2 import waits
+from airflow_provider_ltx2.api.retries import RetryPolicy
 from airflow_provider_ltx2.exceptions import (
     Ltx2AuthError,
     Ltx2Error,
@@ -296,7 +296,7 @@ def print_the_table(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture
 def fast_client(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unknown statuses given up on after 3 polls (30 in production)."""
-    monkeypatch.setattr(waiting, "MAX_UNKNOWN_POLLS", 3)
+    monkeypatch.setattr(waits, "MAX_UNKNOWN_POLLS", 3)
 
 
 def row_id(row: Row) -> str:

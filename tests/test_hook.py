@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_ltx2.api import Job, JobState, RetryPolicy
+from airflow_provider_ltx2.api.jobs import Job, JobState
+from airflow_provider_ltx2.api.retries import RetryPolicy
+from airflow_provider_ltx2.delivery import save_video
 from airflow_provider_ltx2.exceptions import (
     Ltx2AuthError,
     Ltx2Error,
@@ -21,8 +23,9 @@ from airflow_provider_ltx2.exceptions import (
     Ltx2ValidationError,
 )
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+from airflow_provider_ltx2.lifecycle import wait_in_worker
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
-from airflow_provider_ltx2.waiting import Wait
+from airflow_provider_ltx2.waits import Wait
 from tests.conftest import KEY
 
 REQUEST = {"image_url": "https://images.example.com/cat.jpg", "prompt": "the cat turns its head", "duration": 6}
@@ -35,7 +38,7 @@ def hook(read_timeout: float = 5.0) -> Ltx2Hook:
 
 def wait_until_done(ltx2: Ltx2Hook, job: Job, seconds: float = 10.0) -> Wait:
     wait = Wait(job, deadline=time.time() + seconds, poll_interval=0.1)
-    ltx2.wait_for_video(wait)
+    wait_in_worker(ltx2, wait)
     return wait
 
 
@@ -45,12 +48,12 @@ def test_submit_poll_and_download_both_protocols(simulator: SimulatorProcess, pr
     ltx2 = hook()
     job = ltx2.submit(REQUEST)
     assert (job.polling_url is not None) == (protocol == "universal")
-    status = ltx2.wait_for_video(Wait(job, deadline=time.time() + 10, poll_interval=0.1))
+    status = wait_in_worker(ltx2, Wait(job, deadline=time.time() + 10, poll_interval=0.1))
     assert status.state is JobState.SUCCEEDED
     assert status.video_url and status.video_url.endswith(f"{job.request_id}.mp4")
 
     target = tmp_path / "out" / "video.mp4"
-    size = ltx2.download_video(status.video_url, f"file://{target}")
+    size = save_video(ltx2, status.video_url, f"file://{target}")[0]
     data = target.read_bytes()
     assert size == len(data) > 1000 and data[4:8] == b"ftyp"
     assert list(target.parent.iterdir()) == [target], "no temporary file is left beside the video"
@@ -155,7 +158,7 @@ def test_transient_poll_errors_are_tolerated(simulator: SimulatorProcess, fault:
 def test_failed_generation_carries_the_gateways_error(simulator: SimulatorProcess) -> None:
     simulator.configure(outcome="fail")
     ltx2 = hook()
-    status = ltx2.wait_for_video(Wait(ltx2.submit(REQUEST), deadline=time.time() + 10, poll_interval=0.1))
+    status = wait_in_worker(ltx2, Wait(ltx2.submit(REQUEST), deadline=time.time() + 10, poll_interval=0.1))
     assert status.state is JobState.FAILED and "simulated failure" in (status.error or "")
 
 
@@ -164,7 +167,7 @@ def test_deadline_ends_the_wait(simulator: SimulatorProcess) -> None:
     ltx2 = hook()
     started = time.monotonic()
     with pytest.raises(Ltx2Timeout, match="deadline"):
-        ltx2.wait_for_video(Wait(ltx2.submit(REQUEST), deadline=time.time() + 1.0, poll_interval=0.2))
+        wait_in_worker(ltx2, Wait(ltx2.submit(REQUEST), deadline=time.time() + 1.0, poll_interval=0.2))
     assert time.monotonic() - started < 3
 
 
@@ -194,22 +197,22 @@ def test_test_connection_tells_a_good_key_from_a_bad_one(simulator: SimulatorPro
 
 def test_download_of_something_else_than_an_mp4_leaves_nothing(simulator: SimulatorProcess, tmp_path: Path) -> None:
     ltx2 = hook()
-    status = ltx2.wait_for_video(Wait(ltx2.submit(REQUEST), deadline=time.time() + 10, poll_interval=0.1))
+    status = wait_in_worker(ltx2, Wait(ltx2.submit(REQUEST), deadline=time.time() + 10, poll_interval=0.1))
     simulator.configure(faults=[{"on": "download", "status": 200, "body": "html"}])
     target = tmp_path / "video.mp4"
     with pytest.raises(Ltx2Error, match="not an MP4"):
-        ltx2.download_video(str(status.video_url), f"file://{target}")
+        save_video(ltx2, str(status.video_url), f"file://{target}")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_failed_download_keeps_an_earlier_file(simulator: SimulatorProcess, tmp_path: Path) -> None:
     ltx2 = hook()
-    status = ltx2.wait_for_video(Wait(ltx2.submit(REQUEST), deadline=time.time() + 10, poll_interval=0.1))
+    status = wait_in_worker(ltx2, Wait(ltx2.submit(REQUEST), deadline=time.time() + 10, poll_interval=0.1))
     target = tmp_path / "video.mp4"
     target.write_bytes(b"earlier run")
     simulator.configure(faults=[{"on": "download", "status": 503}])
     with pytest.raises(Ltx2Error):
-        ltx2.download_video(str(status.video_url), f"file://{target}")
+        save_video(ltx2, str(status.video_url), f"file://{target}")
     assert target.read_bytes() == b"earlier run" and list(tmp_path.iterdir()) == [target]
 
 
@@ -251,12 +254,12 @@ def test_async_calls_outside_aconnect_are_refused() -> None:
 def test_a_download_clears_what_a_killed_try_left_behind(simulator: SimulatorProcess, tmp_path: Path) -> None:
     """A try killed mid-download (SIGKILL) cannot delete its partial file: the retry's download does."""
     ltx2 = hook()
-    status = ltx2.wait_for_video(Wait(ltx2.submit(REQUEST), deadline=time.time() + 10, poll_interval=0.1))
+    status = wait_in_worker(ltx2, Wait(ltx2.submit(REQUEST), deadline=time.time() + 10, poll_interval=0.1))
     target = tmp_path / "video.mp4"
     (tmp_path / ".video.mp4.0123456789ab.part").write_bytes(b"the killed try's first megabyte")
     (tmp_path / ".other.mp4.0123456789ab.part").write_bytes(b"another video's download: not ours")
 
-    ltx2.download_video(str(status.video_url), f"file://{target}")
+    save_video(ltx2, str(status.video_url), f"file://{target}")[0]
 
     assert sorted(path.name for path in tmp_path.iterdir()) == [".other.mp4.0123456789ab.part", "video.mp4"]
 

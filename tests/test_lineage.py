@@ -10,7 +10,7 @@ import pytest
 from openlineage.client.serde import Serde
 
 from airflow_provider_ltx2 import lineage
-from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD
+from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
 from tests.conftest import KEY, FakeTaskInstance, example_dag_env

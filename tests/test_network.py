@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 import certifi
 import pytest
 
-from airflow_provider_ltx2.api import Network, RetryPolicy, network_from_extra
+from airflow_provider_ltx2.api.connection import Network, network_from_extra
+from airflow_provider_ltx2.api.retries import RetryPolicy
 from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator

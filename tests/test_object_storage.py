@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_ltx2.api import Job
+from airflow_provider_ltx2.api.jobs import Job
+from airflow_provider_ltx2.delivery import save_video
 from airflow_provider_ltx2.exceptions import Ltx2Error
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+from airflow_provider_ltx2.lifecycle import wait_in_worker
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
-from airflow_provider_ltx2.waiting import Wait
+from airflow_provider_ltx2.waits import Wait
 from tests.conftest import KEY, S3_BUCKET, bucket_keys, example_dag_env
 from tests.test_dags import airflow
 from tests.test_storage import JPEG, put, read, secrets_of, sent_image_urls
@@ -29,11 +31,11 @@ SAMPLE = (Path(__file__).resolve().parents[1] / "airflow_provider_ltx2" / "simul
 def finished_video(simulator: SimulatorProcess) -> str:
     hook = Ltx2Hook()
     job: Job = hook.submit({"image_url": "https://images.example.com/a.jpg", "prompt": "a slow pan"})
-    return str(hook.wait_for_video(Wait(job, deadline=time.time() + 10, poll_interval=0.1)).video_url)
+    return str(wait_in_worker(hook, Wait(job, deadline=time.time() + 10, poll_interval=0.1)).video_url)
 
 
 def test_download_streams_into_s3(simulator: SimulatorProcess, bucket) -> None:
-    size = Ltx2Hook().download_video(finished_video(simulator), f"s3://{S3_BUCKET}/videos/a.mp4", "ltx2_s3")
+    size = save_video(Ltx2Hook(), finished_video(simulator), f"s3://{S3_BUCKET}/videos/a.mp4", "ltx2_s3")[0]
     assert bucket_keys(bucket) == ["videos/a.mp4"]
     assert bucket.get_object(Bucket=S3_BUCKET, Key="videos/a.mp4")["Body"].read() == SAMPLE and size == len(SAMPLE)
 
@@ -43,7 +45,7 @@ def test_failed_download_leaves_no_object(simulator: SimulatorProcess, bucket, f
     video_url = finished_video(simulator)
     simulator.configure(faults=[{"on": "download", **fault}])
     with pytest.raises(Ltx2Error):
-        Ltx2Hook().download_video(video_url, f"s3://{S3_BUCKET}/videos/a.mp4", "ltx2_s3")
+        save_video(Ltx2Hook(), video_url, f"s3://{S3_BUCKET}/videos/a.mp4", "ltx2_s3")
     assert bucket_keys(bucket) == []
 
 

@@ -16,11 +16,12 @@ from airflow_provider_ltx2.exceptions import (
     Ltx2Timeout,
     Ltx2ValidationError,
 )
-from airflow_provider_ltx2.operators.ltx2 import STATE_KEY, Ltx2GenerateVideoOperator
+from airflow_provider_ltx2.lifecycle import STATE_KEY, wait_in_worker
+from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 from airflow_provider_ltx2.sensors.ltx2 import Ltx2VideoSensor
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
 from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
-from airflow_provider_ltx2.waiting import Wait
+from airflow_provider_ltx2.waits import Wait
 from tests.conftest import KEY, FakeStateStore, task_context
 
 GOOD = {"image_url": "https://images.example.com/cat.jpg", "prompt": "the cat turns its head"}
@@ -149,7 +150,7 @@ def test_timeout_raises_ltx2_timeout(simulator: SimulatorProcess) -> None:
 def test_execute_complete_reads_every_event_kind(simulator: SimulatorProcess, tmp_path: Path) -> None:
     op = operator(output_uri=f"file://{tmp_path}/v.mp4")
     job = op.hook.submit(op.build_request())
-    video_url = op.hook.wait_for_video(Wait(job, deadline=time.time() + 10, poll_interval=0.1)).video_url
+    video_url = wait_in_worker(op.hook, Wait(job, deadline=time.time() + 10, poll_interval=0.1)).video_url
     ok = {"status": "succeeded", **job.to_dict(), "video_url": video_url, "completed_at": "t", "submitted_at": "s"}
     result = op.execute_complete(context(), ok)
     assert result["bytes"] == (tmp_path / "v.mp4").stat().st_size and result["submitted_at"] == "s"

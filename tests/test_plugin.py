@@ -25,7 +25,7 @@ import airflow
 import pytest
 from packaging.version import Version
 
-from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD
+from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
 from airflow_provider_ltx2.plugins.ranges import ByteRange, RangeNotSatisfiable, byte_range
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
 from tests.conftest import FAST, KEY, REPO, airflow_env

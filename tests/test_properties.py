@@ -18,7 +18,8 @@ import requests
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_ltx2.api import auth_headers, build_request, submit_call
+from airflow_provider_ltx2.api.calls import auth_headers, submit_call
+from airflow_provider_ltx2.api.request import build_request
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator

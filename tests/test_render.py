@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_ltx2.api import ASPECT_RATIOS, RESOLUTIONS
+from airflow_provider_ltx2.contract import ASPECT_RATIOS, RESOLUTIONS
 from airflow_provider_ltx2.simulator import render as clips
 from airflow_provider_ltx2.simulator.__main__ import main as simulator_main
 from airflow_provider_ltx2.simulator.process import SimulatorProcess

@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from airflow_provider_ltx2 import storage
-from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD
+from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
 from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator

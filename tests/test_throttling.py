@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_ltx2.api import Gateway, RetryPolicy
+from airflow_provider_ltx2.api.connection import Gateway
+from airflow_provider_ltx2.api.retries import RetryPolicy
+from airflow_provider_ltx2.events import read_capacity_event
 from airflow_provider_ltx2.exceptions import Ltx2Throttled, Ltx2Timeout
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+from airflow_provider_ltx2.lifecycle import wait_in_worker
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
-from airflow_provider_ltx2.triggers.ltx2 import Ltx2CapacityTrigger, Ltx2VideoTrigger, room_freed
-from airflow_provider_ltx2.waiting import ROOM_FALLBACK_FIRST, Deadline, RoomWait, Wait, read_room_event
+from airflow_provider_ltx2.triggers.ltx2 import Ltx2CapacityTrigger, Ltx2VideoTrigger, capacity_freed
+from airflow_provider_ltx2.waits import CAPACITY_FALLBACK_FIRST, CapacityWait, Deadline, Wait
 from tests.conftest import KEY, Deferrals, RecordingLog, run_deferrable, task_context
 
 REQUEST = {"image_url": "https://images.example.com/cat.jpg", "prompt": "the cat turns its head"}
@@ -97,7 +100,7 @@ def test_a_deferrable_task_waits_for_room_in_the_triggerer(simulator: SimulatorP
 
 
 def test_capacity_trigger_kwargs_are_plain_json_without_secrets(simulator: SimulatorProcess) -> None:
-    room = RoomWait.for_deadline(Deadline.starting_now(60), poll_interval=5)
+    room = CapacityWait.for_deadline(Deadline.starting_now(60), poll_interval=5)
     room.throttled(Ltx2Throttled("429", reason="429 concurrency_limit_error", retry_after=3), RecordingLog())
     classpath, kwargs = Ltx2CapacityTrigger(room.to_dict(), "ltx2_default").serialize()
 
@@ -142,7 +145,7 @@ def waiting_rooms(count: int, retry_after: float = 0.0) -> list[dict[str, Any]]:
     """``count`` waits for room, the first one the longest-waiting; their Retry-After has passed."""
     rooms = []
     for index in range(count):
-        room = RoomWait.for_deadline(Deadline.starting_now(60), poll_interval=1)
+        room = CapacityWait.for_deadline(Deadline.starting_now(60), poll_interval=1)
         room.throttled(Ltx2Throttled("429", retry_after=retry_after), RecordingLog())
         room.since = time.time() - 100 + index  # queue order: index 0 waited longest
         rooms.append(room.to_dict())
@@ -159,7 +162,7 @@ def test_a_finished_job_wakes_the_longest_waiting_task_only(simulator: Simulator
         runs = [asyncio.ensure_future(anext(aiter(Ltx2CapacityTrigger(room).run()))) for room in reversed(rooms)]
         runs.reverse()  # runs[i] waits for rooms[i]; they joined the queue in the opposite order
         await asyncio.sleep(2.0)  # all three are waiting (each looked its connection up first)
-        room_freed(gateway)
+        capacity_freed(gateway)
         done, pending = await asyncio.wait(runs, timeout=3.0)
         for run in pending:
             run.cancel()
@@ -175,9 +178,9 @@ def test_a_wake_never_comes_before_the_gateways_retry_after(simulator: Simulator
         [room] = waiting_rooms(1, retry_after=1.5)
         run = asyncio.ensure_future(anext(aiter(Ltx2CapacityTrigger(room).run())))
         await asyncio.sleep(0.1)
-        room_freed(gateway)
+        capacity_freed(gateway)
         event = await asyncio.wait_for(run, timeout=5)
-        return time.time() - RoomWait.from_dict(event.payload["room"]).throttled_at  # type: ignore[operator]
+        return time.time() - CapacityWait.from_dict(event.payload["room"]).throttled_at  # type: ignore[operator]
 
     assert asyncio.run(scenario()) >= 1.5
 
@@ -186,7 +189,7 @@ def test_a_wake_never_comes_before_the_gateways_retry_after(simulator: Simulator
 
 
 def test_worker_delay_honours_retry_after_with_jitter_upwards() -> None:
-    room = RoomWait.for_deadline(Deadline.starting_now(600), poll_interval=10)
+    room = CapacityWait.for_deadline(Deadline.starting_now(600), poll_interval=10)
     room.throttled(Ltx2Throttled("429", retry_after=3.0), RecordingLog())
     delays = {round(room.worker_delay(), 3) for _ in range(50)}
 
@@ -194,7 +197,7 @@ def test_worker_delay_honours_retry_after_with_jitter_upwards() -> None:
 
 
 def test_worker_delay_without_retry_after_backs_off_up_to_one_poll_interval() -> None:
-    room = RoomWait.for_deadline(Deadline.starting_now(600), poll_interval=5)
+    room = CapacityWait.for_deadline(Deadline.starting_now(600), poll_interval=5)
     delays = []
     for _ in range(8):
         room.throttled(Ltx2Throttled("429"), RecordingLog())
@@ -205,14 +208,14 @@ def test_worker_delay_without_retry_after_backs_off_up_to_one_poll_interval() ->
 
 
 def test_fallback_timer_grows_and_is_never_shorter_than_retry_after() -> None:
-    room = RoomWait.for_deadline(Deadline.starting_now(3600), poll_interval=5)
+    room = CapacityWait.for_deadline(Deadline.starting_now(3600), poll_interval=5)
     room.throttled(Ltx2Throttled("429", retry_after=40.0), RecordingLog())
     first = room.fallback_delay(head=False)
-    room = read_room_event({"status": "room", "woken_by": "timer", "room": room.to_dict()})
+    room = read_capacity_event({"status": "room", "woken_by": "timer", "room": room.to_dict()})
     second = room.fallback_delay(head=False)
 
-    assert first >= ROOM_FALLBACK_FIRST and first >= 39.9, "at least the Retry-After"
-    assert second >= 2 * ROOM_FALLBACK_FIRST, "a timer wake that found no room doubles the next wait"
+    assert first >= CAPACITY_FALLBACK_FIRST and first >= 39.9, "at least the Retry-After"
+    assert second >= 2 * CAPACITY_FALLBACK_FIRST, "a timer wake that found no room doubles the next wait"
     assert 39.9 <= room.fallback_delay(head=True) <= 2 * 40 * 1.2 + 0.1, "the head watches the Retry-After"
 
 
@@ -220,7 +223,7 @@ def test_progress_is_logged_at_most_once_a_minute(monkeypatch: pytest.MonkeyPatc
     now = [1_000.0]
     monkeypatch.setattr(time, "time", lambda: now[0])
     log = RecordingLog()
-    room = RoomWait.for_deadline(Deadline.starting_now(3600), poll_interval=5)
+    room = CapacityWait.for_deadline(Deadline.starting_now(3600), poll_interval=5)
     for _ in range(40):  # 40 attempts, 5 s apart: 200 s
         room.throttled(Ltx2Throttled("429", reason="429 rate_limit_error", retry_after=5), log)
         now[0] += 5
@@ -242,7 +245,7 @@ def test_throttled_polls_slow_down_past_the_outage_budget_and_still_deliver(simu
     simulator.configure(faults=[{"on": "poll", "status": 429, "count": 12, "retry_after": "0.2"}])
     started = time.monotonic()
 
-    status = op.hook.wait_for_video(Wait(job, deadline=time.time() + 30, poll_interval=0.1))
+    status = wait_in_worker(op.hook, Wait(job, deadline=time.time() + 30, poll_interval=0.1))
 
     assert status.video_url and time.monotonic() - started >= 12 * 0.2, "12 throttled polls waited out"
     assert simulator.stats()["jobs"] == 1
@@ -265,6 +268,6 @@ def test_a_retry_after_past_the_deadline_on_polls_is_waited_out_not_hammered(
         assert event["status"] == "timeout"
     else:
         with pytest.raises(Ltx2Timeout):
-            hook.wait_for_video(wait)
+            wait_in_worker(hook, wait)
 
     assert simulator.stats()["polls"] - polls_before <= 6, "one poll per poll_interval at most, not a hot loop"

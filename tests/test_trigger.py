@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import time
 from typing import Any
 
 import pytest
 
-from airflow_provider_ltx2 import waiting
+from airflow_provider_ltx2 import events, waits
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
 from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
@@ -58,7 +59,7 @@ def test_success_event(simulator: SimulatorProcess, protocol: str) -> None:
     assert event["status"] == "succeeded" and event["request_id"] == trigger.request_id
     assert event["video_url"].endswith(".mp4") and event["submitted_at"] == "2026-01-01T00:00:00+00:00"
     assert KEY not in json.dumps(event)
-    delivered = waiting.read_event(event)
+    delivered = events.read_event(event)
     assert delivered.video_url == event["video_url"]
 
 
@@ -106,7 +107,7 @@ def test_transient_errors_while_polling_are_tolerated(simulator: SimulatorProces
 
 
 def test_unknown_status_is_tolerated_for_a_bounded_number_of_polls(simulator: SimulatorProcess, monkeypatch) -> None:
-    monkeypatch.setattr(waiting, "MAX_UNKNOWN_POLLS", 3)
+    monkeypatch.setattr(waits, "MAX_UNKNOWN_POLLS", 3)
     simulator.configure(outcome="unknown_status", queue_seconds=0)
     [event] = run(submit_trigger())
     assert event["status"] == "error" and "WIBBLING" in event["message"]
@@ -116,3 +117,45 @@ def test_unknown_status_is_tolerated_for_a_bounded_number_of_polls(simulator: Si
 def test_unknown_request_is_an_error_event(simulator: SimulatorProcess) -> None:
     [event] = run(Ltx2VideoTrigger(request_id="ltx2-v-missing", deadline=time.time() + 5, poll_interval=0.1))
     assert event["status"] == "error" and "404" in event["message"]
+
+
+# Kwargs exactly as version 0.2 serialised them: deferred tasks in flight during an upgrade are stored in the
+# metadata DB by classpath and these kwargs, and a triggerer running the new version must rebuild them.
+STORED_BY_0_2 = {
+    "airflow_provider_ltx2.triggers.ltx2.Ltx2VideoTrigger": {
+        "request_id": "ltx-2-video-api-581_019d",
+        "deadline": 1_750_000_600.0,
+        "polling_url": "https://gateway.pixazo.ai/v2/requests/status/ltx-2-video-api-581_019d",
+        "ltx2_conn_id": "ltx2_default",
+        "poll_interval": 10.0,
+        "submitted_at": "2025-06-15T15:00:00+00:00",
+        "deadline_limit": "execution_timeout=0:10:00",
+        "retry_policy": {"max_attempts": 5, "poll_outage_seconds": 300.0, "base_delay": 1.0, "max_delay": 60.0},
+        "read_timeout": 60.0,
+    },
+    "airflow_provider_ltx2.triggers.ltx2.Ltx2CapacityTrigger": {
+        "room": {
+            "deadline": 1_750_000_600.0,
+            "limit": "timeout=600s",
+            "poll_interval": 10.0,
+            "since": 1_750_000_010.0,
+            "attempts": 3,
+            "throttled_at": 1_750_000_030.0,
+            "retry_after": 5.0,
+            "reason": "429 concurrency_limit_error",
+            "logged_at": 1_750_000_010.0,
+            "fallback_wakes": 1,
+        },
+        "ltx2_conn_id": "ltx2_default",
+    },
+}
+
+
+@pytest.mark.parametrize("classpath", sorted(STORED_BY_0_2))
+def test_a_trigger_stored_by_0_2_is_rebuilt_from_its_classpath_and_kwargs(classpath: str) -> None:
+    module_name, class_name = classpath.rsplit(".", 1)
+    trigger_class = getattr(importlib.import_module(module_name), class_name)  # as the triggerer imports it
+
+    trigger = trigger_class(**STORED_BY_0_2[classpath])
+
+    assert trigger.serialize() == (classpath, STORED_BY_0_2[classpath])

@@ -13,7 +13,7 @@ from airflow.providers.common.compat.sdk import (
     task_decorator_factory,
 )
 
-from airflow_provider_ltx2.api import REQUEST_FIELDS
+from airflow_provider_ltx2.contract import REQUEST_FIELDS
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 

@@ -1,7 +1,8 @@
 """``Ltx2Hook``: the one client of the LTX-2 gateway, with a sync side (tasks) and an async side (trigger).
 
 Both sides build their calls and read the replies with ``airflow_provider_ltx2.api``; this module only
-moves bytes (``requests`` in the worker, ``aiohttp`` in the triggerer) and sleeps between retries.
+moves bytes (``requests`` in the worker, ``aiohttp`` in the triggerer) and sleeps between retries. What a
+poll means for a wait is ``waits.after_poll``'s to decide, and where a video's bytes go, ``delivery``'s.
 ``HttpHook`` is not used: its retries ignore ``Retry-After`` and would resend a paid submit after a
 read timeout, and its connection form would show fields this API does not use.
 """
@@ -14,7 +15,7 @@ import ssl
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,30 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_ltx2.api import (
-    Attempts,
-    Call,
-    Gateway,
-    Job,
-    JobStatus,
-    Reply,
-    RetryPolicy,
-    TransportFailure,
-    auth_headers,
-    error_for_reply,
-    gateway_from_connection,
-    gateway_message,
-    is_mp4,
-    parse_status,
-    parse_submission,
-    poll_call,
-    submit_call,
-    tls_refusal,
-)
-from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Throttled, Ltx2Timeout, Ltx2TransientError
+from airflow_provider_ltx2.api.calls import Call, auth_headers, poll_call, submit_call
+from airflow_provider_ltx2.api.connection import Gateway, gateway_from_connection, tls_refusal
+from airflow_provider_ltx2.api.jobs import Job, JobStatus, parse_status, parse_submission
+from airflow_provider_ltx2.api.replies import Reply, TransportFailure, error_for_reply, gateway_message
+from airflow_provider_ltx2.api.retries import Attempts, RetryPolicy
+from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2TransientError
 from airflow_provider_ltx2.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
-from airflow_provider_ltx2.storage import written_in_place
-from airflow_provider_ltx2.waiting import Wait
 
 if TYPE_CHECKING:
     import aiohttp
@@ -225,18 +209,6 @@ class Ltx2Hook(BaseHook):
         reply = self._call(poll_call(self.gateway.base_url, job), action="status poll", deadline=deadline)
         return parse_status(reply)
 
-    def wait_for_video(self, wait: Wait) -> JobStatus:
-        """Poll in this process until the job finishes; raise ``Ltx2Timeout`` at the deadline."""
-        while not wait.expired():
-            try:
-                status = self.get_status(wait.job, deadline=wait.deadline)
-            except Ltx2Throttled:  # asked to wait past the deadline: no answer this round, and no hot loop
-                status = None
-            if status is not None and wait.observe(status, self.log):
-                return status
-            time.sleep(wait.next_delay())
-        raise Ltx2Timeout(wait.timeout_message())
-
     def test_connection(self) -> tuple[bool, str]:
         """Check the key for free: a result call for a made-up id is a JSON 404 with a good key, 401 without."""
         try:
@@ -261,45 +233,29 @@ class Ltx2Hook(BaseHook):
         with self._session.get(url, headers=headers, stream=True, timeout=timeout, **self._session_settings) as got:
             return got.status_code, got.raw.read(size, decode_content=True) if got.status_code in (200, 206) else b""
 
-    def download_video(
-        self, video_url: str, output_uri: str, output_conn_id: str | None = None, digest: Any = None
-    ) -> int:
-        """Stream the video to ``output_uri`` and return its size in bytes (``digest``, a hashlib object, sees
-        every byte on the way, so the MP4 is hashed without reading it twice).
+    def stream(self, url: str) -> Iterator[bytes]:
+        """The body of a public URL (the finished video), chunk by chunk, fetched without the key.
 
-        The bytes go to a hidden temporary sibling that is moved into place only once complete and
-        checked, so a failed download never leaves a partial file at ``output_uri``. The key is not
-        sent: the video sits on a public CDN, not on the gateway.
+        Raises ``Ltx2Error`` for an answer other than 200 or a body shorter than its ``Content-Length``,
+        ``Ltx2TransientError`` for a transfer that broke. Where the bytes go is the caller's business
+        (``delivery.save_video`` writes them to object storage); stopping early closes the connection.
         """
         import requests
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
 
         timeout = (CONNECT_TIMEOUT, self.read_timeout)
-        target = ObjectStoragePath(output_uri, conn_id=output_conn_id)
-        if target.protocol in ("file", "local"):
-            target.parent.mkdir(parents=True, exist_ok=True)
-        size = 0
         try:
-            with (
-                written_in_place(target) as partial,
-                self._session.get(video_url, stream=True, timeout=timeout, **self._session_settings) as response,
-            ):
+            with self._session.get(url, stream=True, timeout=timeout, **self._session_settings) as response:
                 if response.status_code != 200:
-                    raise Ltx2Error(f"Downloading the LTX-2 video {video_url} failed: HTTP {response.status_code}")
-                with partial.open("wb") as out:
-                    for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
-                        if size == 0 and not is_mp4(chunk):
-                            raise Ltx2Error(f"The LTX-2 result at {video_url} is not an MP4 (no 'ftyp' box).")
-                        out.write(chunk)
-                        size += len(chunk)
-                        if digest is not None:
-                            digest.update(chunk)
+                    raise Ltx2Error(f"Downloading the LTX-2 video {url} failed: HTTP {response.status_code}")
+                size = 0
+                for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
+                    size += len(chunk)
+                    yield chunk
                 expected = response.headers.get("Content-Length")
                 if expected is not None and int(expected) != size:
                     raise Ltx2Error(f"The LTX-2 video download stopped after {size} of {expected} bytes.")
         except requests.RequestException as error:
-            raise Ltx2TransientError(f"Downloading the LTX-2 video {video_url} failed: {error}") from error
-        return size
+            raise Ltx2TransientError(f"Downloading the LTX-2 video {url} failed: {error}") from error
 
     # ---------------------------------------------------------------------------------- async side
 

@@ -2,48 +2,35 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_provider_ltx2 import metrics, storage
-from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD, Job, JobState, build_request
-from airflow_provider_ltx2.exceptions import Ltx2GenerationFailed, Ltx2Throttled
+from airflow_provider_ltx2 import metrics, xcom
+from airflow_provider_ltx2.api.request import build_request
+from airflow_provider_ltx2.contract import REQUEST_FIELDS
+from airflow_provider_ltx2.delivery import failure_reported, publish, reused_result
+from airflow_provider_ltx2.events import finished_video, read_capacity_event
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+from airflow_provider_ltx2.lifecycle import Generation, RequestRecord, wait_in_worker
 from airflow_provider_ltx2.links import Ltx2VideoLink
-from airflow_provider_ltx2.storage import DEFAULT_IMAGE_URL_EXPIRES_IN, ImageInput, image_input
-from airflow_provider_ltx2.waiting import (
+from airflow_provider_ltx2.storage import DEFAULT_IMAGE_URL_EXPIRES_IN
+from airflow_provider_ltx2.tasks import Ltx2TaskMixin
+from airflow_provider_ltx2.waits import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
+    CapacityWait,
     Deadline,
-    Delivered,
-    RoomWait,
     Wait,
     check_waiting_arguments,
-    deliver,
-    failure_reported,
-    finished_video,
-    publish,
-    read_event,
-    read_room_event,
-    reused_result,
-    utc_now_iso,
 )
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-    from airflow.providers.openlineage.extractors import OperatorLineage
-
-# task_state_store key (Airflow 3.3+): the paid request of this task instance, kept across retries.
-STATE_KEY = "ltx2_request"
-REQUEST_XCOM = "request"  # the validated request, read back on every resume
-FINGERPRINT_XCOM = "ltx2_fingerprint"  # what the sidecar records of the request and its image
 
 
-class Ltx2GenerateVideoOperator(BaseOperator):
+class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
     """Generate a video from an image and a prompt with LTX-2; return the result dict.
 
     Every request field is validated after templating and before anything is sent (each accepted
@@ -137,45 +124,41 @@ class Ltx2GenerateVideoOperator(BaseOperator):
         self.output_uri = output_uri
         self.output_conn_id = output_conn_id
 
-    @cached_property
-    def hook(self) -> Ltx2Hook:
-        return Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id)
+    def request_fields(self) -> dict[str, Any]:
+        """The request fields as templated, before validation."""
+        return {name: getattr(self, name) for name in REQUEST_FIELDS}
 
     def build_request(self) -> dict[str, Any]:
         """The JSON body this task will submit, validated (raises ``Ltx2ValidationError``)."""
-        return build_request(
-            image_url=self.image_url,
-            prompt=self.prompt,
-            duration=self.duration,
-            resolution=self.resolution,
-            aspect_ratio=self.aspect_ratio,
-            fps=self.fps,
-            generate_audio=self.generate_audio,
-        )
+        return build_request(**self.request_fields())
 
     def execute(self, context: Context) -> dict[str, Any]:
         with failure_reported(context):
             deadline = Deadline.starting_now(self.timeout, self.execution_timeout)
-            if context.get("task_state_store") is None:  # said once per try, not on every resume
+            if not RequestRecord.of(context).kept:  # said once per try, not on every resume
                 self.log.warning(
                     "Reattaching to the request of an earlier try is unavailable (no task_state_store before "
                     "Airflow 3.3): a retry of this task submits, and pays for, a new generation."
                 )
-            request = self.build_request()
-            image = image_input(request["image_url"], self.image_conn_id, self.image_url_expires_in)
-            fingerprint = storage.fingerprint(request, image)
+            generation = Generation.prepare(
+                self.hook,
+                self.request_fields(),
+                image_conn_id=self.image_conn_id,
+                image_url_expires_in=self.image_url_expires_in,
+                log=self.log,
+            )
             if self.reuse_existing and self.output_uri:
-                saved = storage.reusable(self.output_uri, self.output_conn_id, fingerprint)
+                saved = generation.reusable(self.output_uri, self.output_conn_id)
                 if saved is not None:
                     return self._reuse(context, saved)
             if self.check_image:
-                storage.check_image(image, self.hook.read_head)
+                generation.check_image()
             # Read back on every resume: `airflow dags test` drops `defer(kwargs=...)`, and a decorated task's
             # request comes from a function that must not run twice.
-            context["ti"].xcom_push(key=REQUEST_XCOM, value=request)
-            context["ti"].xcom_push(key=FINGERPRINT_XCOM, value=fingerprint)
+            context["ti"].xcom_push(key=xcom.REQUEST, value=generation.request)
+            context["ti"].xcom_push(key=xcom.FINGERPRINT, value=generation.fingerprint)
             Ltx2VideoLink.persist(context, None)  # the extra link reads it before the video exists
-            return self._submit_then_wait(context, request, RoomWait.for_deadline(deadline, self.poll_interval))
+            return self._submit_then_wait(context, generation, CapacityWait.for_deadline(deadline, self.poll_interval))
 
     def _reuse(self, context: Context, saved: dict[str, Any]) -> dict[str, Any]:
         result = reused_result({**saved, "output_uri": self.output_uri})  # where it is now, if moved
@@ -191,145 +174,56 @@ class Ltx2GenerateVideoOperator(BaseOperator):
         return result
 
     def retry_submit(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume after waiting for room in the triggerer: try the submit again (same deadline)."""
+        """Resume after waiting for capacity in the triggerer: try the submit again (same deadline)."""
         with failure_reported(context):
-            return self._submit_then_wait(context, self._saved_request(context), read_room_event(event))
+            generation = Generation.resumed(
+                self.hook,
+                self.delivered_request(context),
+                image_conn_id=self.image_conn_id,
+                image_url_expires_in=self.image_url_expires_in,
+                log=self.log,
+            )
+            return self._submit_then_wait(context, generation, read_capacity_event(event))
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume after the video trigger: every event is checked; anything but a success fails the task."""
-        with failure_reported(context):
-            return self._finish(context, read_event(event), self._saved_request(context))
-
-    def _saved_request(self, context: Context) -> dict[str, Any]:
-        request = _own_xcom(context, REQUEST_XCOM)
+    def delivered_request(self, context: Context) -> dict[str, Any]:
+        request = xcom.own_xcom(context["ti"], xcom.REQUEST)
         return request if isinstance(request, dict) else self.build_request()
 
-    def _submit_then_wait(self, context: Context, request: dict[str, Any], room: RoomWait) -> dict[str, Any]:
-        store = context.get("task_state_store")
-        job, submitted_at = self._reattach(store, request, room.deadline) or self._submit(store, request, room)
-        context["ti"].xcom_push(key="request_id", value=job.request_id)
+    def delivered_fingerprint(self, context: Context) -> str | None:
+        return xcom.own_xcom(context["ti"], xcom.FINGERPRINT)
+
+    def _submit_then_wait(self, context: Context, generation: Generation, capacity: CapacityWait) -> dict[str, Any]:
+        record = RequestRecord.of(context)
+        submitted = generation.paid_job(record, capacity, self._defer_for_capacity if self.deferrable else None)
+        job = submitted.job
+        context["ti"].xcom_push(key=xcom.REQUEST_ID, value=job.request_id)
         if not self.wait_for_completion:
-            if store is not None:  # handed off: a cleared task must submit anew, not reattach to this job
-                store.delete(STATE_KEY)
-            return {**job.to_dict(), "status": "submitted", "request": request, "submitted_at": submitted_at}
-
-        wait = Wait(job, deadline=room.deadline, poll_interval=self.poll_interval, limit=room.limit)
+            record.forget()  # handed off: a cleared task must submit anew, not reattach to this job
+            return {
+                **job.to_dict(),
+                "status": "submitted",
+                "request": generation.request,
+                "submitted_at": submitted.submitted_at,
+            }
+        wait = Wait(job, deadline=capacity.deadline, poll_interval=self.poll_interval, limit=capacity.limit)
         if self.deferrable:
-            from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
-
-            self.defer(
-                trigger=Ltx2VideoTrigger.for_wait(wait, self.hook, submitted_at),
-                method_name="execute_complete",
-                timeout=None,  # the trigger enforces the absolute deadline itself
-            )
-        delivered = finished_video(job, self.hook.wait_for_video(wait), submitted_at)
-        return self._finish(context, delivered, request)
-
-    def _finish(self, context: Context, delivered: Delivered, request: dict[str, Any]) -> dict[str, Any]:
-        result = deliver(
-            self.hook,
-            context,
-            delivered,
-            request=request,
-            output_uri=self.output_uri,
-            output_conn_id=self.output_conn_id,
-            outlets=self.outlets,
-            fingerprint=_own_xcom(context, FINGERPRINT_XCOM),
-        )
-        if (store := context.get("task_state_store")) is not None:
-            store.delete(STATE_KEY)
+            self.defer_wait(wait, submitted.submitted_at)
+        delivered = finished_video(job, wait_in_worker(self.hook, wait, self.log), submitted.submitted_at)
+        result = self.finish(context, delivered)
+        record.forget()
         return result
 
-    # Airflow 3.3's ResumableJobMixin does this bookkeeping for operators that poll in the worker. It is
-    # not used here: it decides on the stored job id alone, while a retry must also check that the
-    # templated request is unchanged (a fixed prompt must not reattach to the old video); its
-    # `poll_until_complete` blocks a worker, where this operator waits for room and for the video in the
-    # triggerer; and it keeps the id after success, which would make a cleared task reattach silently.
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the video trigger: deliver, then forget the paid request (it is done)."""
+        result = super().execute_complete(context, event)
+        RequestRecord.of(context).forget()
+        return result
 
-    def _reattach(self, store: Any, request: dict[str, Any], deadline: float) -> tuple[Job, str | None] | None:
-        """The request an earlier try of this task paid for, if it is the same and can still deliver.
+    def _defer_for_capacity(self, capacity: CapacityWait) -> None:
+        from airflow_provider_ltx2.triggers.ltx2 import Ltx2CapacityTrigger  # not at DAG-parse time
 
-        The state store exists on Airflow 3.3+; on older versions every try submits anew.
-        """
-        if store is None:
-            return None
-        saved = store.get(STATE_KEY)
-        if not isinstance(saved, dict):
-            return None
-        if saved.get("request") != request:
-            self.log.warning("The request changed since an earlier try; submitting the new one.")
-            store.delete(STATE_KEY)
-            return None
-        job = Job.from_dict(saved)
-        try:
-            state = self.hook.get_status(job, deadline=deadline).state
-        except Ltx2GenerationFailed:  # unknown to the gateway, or expired
-            state = JobState.FAILED
-        if state is JobState.FAILED:
-            self.log.warning(
-                "The LTX-2 request %s of an earlier try failed or expired; submitting a new one.", job.request_id
-            )
-            store.delete(STATE_KEY)
-            return None
-        self.log.info(
-            "Reattaching to LTX-2 request %s (%s) submitted by an earlier try; not submitting again.",
-            job.request_id,
-            state.value,
+        self.defer(
+            trigger=Ltx2CapacityTrigger(capacity.to_dict(), self.ltx2_conn_id),
+            method_name="retry_submit",
+            timeout=None,  # the trigger enforces the absolute deadline itself
         )
-        submitted_at = saved.get("submitted_at")
-        return job, submitted_at if isinstance(submitted_at, str) else None
-
-    def _submit(self, store: Any, request: dict[str, Any], room: RoomWait) -> tuple[Job, str]:
-        """Submit (the paid call), waiting for room while the gateway is at capacity."""
-        image = ImageInput(request["image_url"], self.image_conn_id, expires_in=self.image_url_expires_in)
-        while True:
-            signed = image.url_for_gateway()  # made afresh for every attempt; never stored nor logged
-            try:
-                job = self.hook.submit({**request, "image_url": signed}, hidden=(signed,) if image.private else ())
-                break
-            except Ltx2Throttled as throttled:
-                metrics.count(metrics.THROTTLED_SUBMITS)
-                room.throttled(throttled, self.log)  # raises Ltx2Timeout once the deadline leaves no room
-                if self.deferrable:
-                    from airflow_provider_ltx2.triggers.ltx2 import Ltx2CapacityTrigger
-
-                    self.defer(
-                        trigger=Ltx2CapacityTrigger(room.to_dict(), self.ltx2_conn_id),
-                        method_name="retry_submit",
-                        timeout=None,  # the trigger enforces the absolute deadline itself
-                    )
-                time.sleep(room.worker_delay())
-        metrics.count(metrics.PAID_SUBMITS)
-        room.got_in(self.log)
-        submitted_at = utc_now_iso()
-        self.log.info(
-            "Submitted LTX-2 request %s (USD %.2f): %s", job.request_id, PRICE_PER_VIDEO_USD, summarise(request)
-        )
-        if store is not None:
-            store.set(STATE_KEY, {**job.to_dict(), "request": request, "submitted_at": submitted_at})
-        return job, submitted_at
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
-        """OpenLineage: the image in, the MP4 out, the gateway request and the generation's facets."""
-        from airflow_provider_ltx2 import lineage
-
-        return lineage.on_complete(self.hook, task_instance)
-
-    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
-        """OpenLineage: the image and the gateway request of a failed generation, as far as it got."""
-        from airflow_provider_ltx2 import lineage
-
-        return lineage.on_failure(self.hook, task_instance)
-
-
-def _own_xcom(context: Context, key: str) -> Any:
-    ti = context["ti"]
-    return ti.xcom_pull(task_ids=ti.task_id, key=key, map_indexes=ti.map_index)
-
-
-def summarise(request: dict[str, Any]) -> str:
-    """The request for a log line, with a long prompt shortened."""
-    prompt = request.get("prompt", "")
-    shown = prompt if len(prompt) <= 120 else prompt[:117] + "..."
-    others = ", ".join(f"{name}={value!r}" for name, value in request.items() if name != "prompt")
-    return f"prompt={shown!r}, {others}"

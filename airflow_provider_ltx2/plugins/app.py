@@ -32,11 +32,11 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from airflow_provider_ltx2.api import is_mp4
+from airflow_provider_ltx2.api.media import is_mp4
 from airflow_provider_ltx2.links import Ltx2VideoLink
 from airflow_provider_ltx2.plugins.pages import TaskSlot, Video, finished_result, gallery_page, task_page
 from airflow_provider_ltx2.plugins.ranges import RangeNotSatisfiable, byte_range
-from airflow_provider_ltx2.waiting import FAILURE_XCOM
+from airflow_provider_ltx2.xcom import FAILURE
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def read_slots(
         XComModel.dag_id == dag_id,
         XComModel.run_id == run_id,
         XComModel.task_id.in_(task_ids),
-        XComModel.key.in_((XCOM_RETURN_KEY, FAILURE_XCOM)),
+        XComModel.key.in_((XCOM_RETURN_KEY, FAILURE)),
     )
     if map_index is not None:
         instances = instances.where(TaskInstance.map_index == map_index)
@@ -124,7 +124,7 @@ def read_slots(
             map_index=index,
             state=None if state is None else str(state),
             returned=values.get((task_id, index, XCOM_RETURN_KEY)),
-            failure=values.get((task_id, index, FAILURE_XCOM)),
+            failure=values.get((task_id, index, FAILURE)),
         )
         for task_id, index, state in session.execute(instances.order_by(TaskInstance.task_id, TaskInstance.map_index))
     ]

@@ -14,8 +14,8 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from airflow_provider_ltx2.api import PRICE_PER_VIDEO_USD, REQUEST_FIELDS
-from airflow_provider_ltx2.waiting import EVENT_SUCCEEDED
+from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD, REQUEST_FIELDS
+from airflow_provider_ltx2.xcom import SUCCEEDED
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -55,8 +55,8 @@ def display_url(url: Any) -> str:
 
 
 def finished_result(returned: Any) -> dict[str, Any] | None:
-    """The return value when it is the result dict of a finished video (``waiting.result_dict``), else None."""
-    if not isinstance(returned, dict) or returned.get("status") != EVENT_SUCCEEDED:
+    """The return value when it is the result dict of a finished video (``delivery.result_dict``), else None."""
+    if not isinstance(returned, dict) or returned.get("status") != SUCCEEDED:
         return None
     if isinstance(returned.get("output_uri"), str) or is_http_url(returned.get("video_url")):
         return returned

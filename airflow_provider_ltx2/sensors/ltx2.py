@@ -8,29 +8,28 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
-from airflow_provider_ltx2.api import Job
-from airflow_provider_ltx2.exceptions import Ltx2Throttled, Ltx2ValidationError
+from airflow_provider_ltx2.api.jobs import Job
+from airflow_provider_ltx2.delivery import failure_reported
+from airflow_provider_ltx2.events import finished_video
+from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+from airflow_provider_ltx2.lifecycle import poll_once
 from airflow_provider_ltx2.links import Ltx2VideoLink
-from airflow_provider_ltx2.waiting import (
+from airflow_provider_ltx2.tasks import Ltx2TaskMixin
+from airflow_provider_ltx2.waits import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
     Deadline,
-    Delivered,
+    Next,
     Wait,
     check_waiting_arguments,
-    deliver,
-    failure_reported,
-    finished_video,
-    read_event,
 )
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-    from airflow.providers.openlineage.extractors import OperatorLineage
 
 
-class Ltx2VideoSensor(BaseSensorOperator):
+class Ltx2VideoSensor(Ltx2TaskMixin, BaseSensorOperator):
     """Succeed when the LTX-2 request's video is ready; return the same result dict as the operator.
 
     :param request_id: the request id (templated), or the dict a ``wait_for_completion=False``
@@ -72,10 +71,6 @@ class Ltx2VideoSensor(BaseSensorOperator):
         self.output_conn_id = output_conn_id
 
     @cached_property
-    def hook(self) -> Ltx2Hook:
-        return Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id)
-
-    @cached_property
     def submission(self) -> dict[str, Any]:
         """What is known of the request: at least its id, more when given the operator's dict."""
         given = self.request_id if isinstance(self.request_id, dict) else {"request_id": self.request_id}
@@ -94,50 +89,23 @@ class Ltx2VideoSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
-
         Ltx2VideoLink.persist(context, None)  # the extra link reads it while deferred
-        self.defer(
-            trigger=Ltx2VideoTrigger.for_wait(self.wait, self.hook, self.submission.get("submitted_at")),
-            method_name="execute_complete",
-            timeout=None,  # the trigger enforces the absolute deadline itself
-        )
+        self.defer_wait(self.wait, self.submission.get("submitted_at"))
 
     def poke(self, context: Context) -> PokeReturnValue:
+        """One poll; past the deadline it keeps saying "not yet" and Airflow's sensor timeout ends the task."""
         with failure_reported(context):
-            try:
-                status = self.hook.get_status(self.wait.job, deadline=self.wait.deadline)
-            except Ltx2Throttled:  # the gateway asks to slow down: poke again later
+            step = poll_once(self.hook, self.wait, self.log)
+            self.wait = step.wait
+            if step.next is Next.GAVE_UP:
+                step.finished_status()  # raises the reason
+            if step.next is not Next.FINISHED:
                 return PokeReturnValue(is_done=False)
-            if not self.wait.observe(status, self.log):
-                return PokeReturnValue(is_done=False)
-            delivered = finished_video(self.wait.job, status, self.submission.get("submitted_at"))
-            return PokeReturnValue(is_done=True, xcom_value=self._finish(context, delivered))
+            delivered = finished_video(self.wait.job, step.finished_status(), self.submission.get("submitted_at"))
+            return PokeReturnValue(is_done=True, xcom_value=self.finish(context, delivered))
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume after the trigger: every event is checked; anything but a success fails the task."""
-        with failure_reported(context):
-            return self._finish(context, read_event(event))
+    def delivered_request(self, context: Context) -> dict[str, Any] | None:
+        return self.submission.get("request")
 
-    def _finish(self, context: Context, delivered: Delivered) -> dict[str, Any]:
-        return deliver(
-            self.hook,
-            context,
-            delivered,
-            request=self.submission.get("request"),
-            output_uri=self.output_uri,
-            output_conn_id=self.output_conn_id,
-            outlets=self.outlets,
-        )
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
-        """OpenLineage: the image in, the MP4 out, the gateway request and the generation's facets."""
-        from airflow_provider_ltx2 import lineage
-
-        return lineage.on_complete(self.hook, task_instance)
-
-    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
-        """OpenLineage: the image and the gateway request of a failed generation, as far as it got."""
-        from airflow_provider_ltx2 import lineage
-
-        return lineage.on_failure(self.hook, task_instance, self.request_id)
+    def lineage_request_id(self) -> Any:
+        return self.request_id

@@ -1,6 +1,6 @@
 """The triggers: waiting in the triggerer, so no worker slot is held meanwhile.
 
-``Ltx2VideoTrigger`` waits for a submitted generation; ``Ltx2CapacityTrigger`` waits for room at a
+``Ltx2VideoTrigger`` waits for a submitted generation; ``Ltx2CapacityTrigger`` waits for capacity at a
 gateway that answered a submit with 429. Neither ever submits: a triggerer re-runs a trigger from its
 kwargs after a restart or a takeover, which would pay twice; the paid submit stays in the worker.
 """
@@ -20,19 +20,13 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_ltx2.api import Gateway, Job, RetryPolicy
-from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Throttled
+from airflow_provider_ltx2.api.connection import Gateway
+from airflow_provider_ltx2.api.jobs import Job, JobStatus
+from airflow_provider_ltx2.api.retries import RetryPolicy
+from airflow_provider_ltx2.events import EVENT_TIMEOUT, capacity_event, error_event, step_event
+from airflow_provider_ltx2.exceptions import Ltx2Error
 from airflow_provider_ltx2.hooks.ltx2 import READ_TIMEOUT, Ltx2Hook
-from airflow_provider_ltx2.waiting import (
-    DEFAULT_POLL_INTERVAL,
-    EVENT_TIMEOUT,
-    RoomWait,
-    Wait,
-    error_event,
-    finished_event,
-    room_event,
-    timeout_event,
-)
+from airflow_provider_ltx2.waits import DEFAULT_POLL_INTERVAL, CapacityWait, Next, Wait, after_poll
 
 
 def _classpath(trigger: BaseTrigger) -> str:
@@ -111,21 +105,27 @@ class Ltx2VideoTrigger(BaseTrigger):
                 with _running_job(gateway):
                     # Triggers created together (a mapped task, a triggerer restart) spread their first
                     # polls over one interval instead of all hitting the gateway at once.
-                    await asyncio.sleep(random.uniform(0, wait.next_delay()))
-                    while not wait.expired():
+                    await asyncio.sleep(
+                        random.uniform(0, max(0.0, min(self.poll_interval, self.deadline - time.time())))
+                    )
+                    while True:
                         try:
-                            status = await hook.aget_status(job, deadline=self.deadline)
-                        except Ltx2Throttled:  # asked to wait past the deadline: no answer, and no hot loop
-                            status = None
-                        if status is not None and wait.observe(status, self.log):
-                            room_freed(gateway)
-                            yield TriggerEvent(finished_event(job, status, self.submitted_at))
-                            return
-                        await asyncio.sleep(wait.next_delay())
-        except Ltx2Error as error:
+                            answer: JobStatus | Ltx2Error = await hook.aget_status(job, deadline=self.deadline)
+                        except Ltx2Error as error:
+                            answer = error
+                        step = after_poll(wait, answer, time.time())
+                        if step.news:
+                            self.log.info(step.news)
+                        if step.next is not Next.POLL:
+                            break
+                        wait = step.wait
+                        await asyncio.sleep(step.delay)
+                if step.next is Next.FINISHED:
+                    capacity_freed(gateway)
+        except Ltx2Error as error:  # no connection, no key: the wait could not start
             yield TriggerEvent(error_event(job, error))
             return
-        yield TriggerEvent(timeout_event(wait))
+        yield TriggerEvent(step_event(step, self.submitted_at))
 
 
 class Ltx2CapacityTrigger(BaseTrigger):
@@ -133,35 +133,38 @@ class Ltx2CapacityTrigger(BaseTrigger):
 
     It wakes when a job on the same gateway finishes in this triggerer (the longest-waiting task first,
     one per finished job, never sooner than the gateway's ``Retry-After``), or when its fallback timer
-    runs out (room freed by another triggerer or client), or at the deadline (a timeout event). The
-    kwargs are the connection id and the ``RoomWait`` (numbers and the limit's name): no secret.
+    runs out (capacity freed by another triggerer or client), or at the deadline (a timeout event). The
+    kwargs are the connection id and the ``CapacityWait`` (numbers and the limit's name): no secret.
     """
 
     def __init__(self, room: dict[str, Any], ltx2_conn_id: str = Ltx2Hook.default_conn_name) -> None:
         super().__init__()
-        self.room = RoomWait.from_dict(room)
+        # The kwarg keeps its 0.2 name, ``room``: triggers in flight are stored with it.
+        self.capacity = CapacityWait.from_dict(room)
         self.ltx2_conn_id = ltx2_conn_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return _classpath(self), {"room": self.room.to_dict(), "ltx2_conn_id": self.ltx2_conn_id}
+        return _classpath(self), {"room": self.capacity.to_dict(), "ltx2_conn_id": self.ltx2_conn_id}
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        room = self.room
-        queue = _room_queue(await Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id).agateway())
-        woken_by = await queue.wait(room)
+        capacity = self.capacity
+        queue = _capacity_queue(await Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id).agateway())
+        woken_by = await queue.wait(capacity)
         if woken_by is None:
-            yield TriggerEvent({"status": EVENT_TIMEOUT, "room": room.to_dict(), "message": room.timeout_message()})
+            yield TriggerEvent(
+                {"status": EVENT_TIMEOUT, "room": capacity.to_dict(), "message": capacity.timeout_message()}
+            )
             return
-        yield TriggerEvent(room_event(room, woken_by))
+        yield TriggerEvent(capacity_event(capacity, woken_by))
 
 
 # --------------------------------------------------------------------------------------------------
-# Who waits for room on which gateway, in this triggerer's event loop.
+# Who waits for capacity on which gateway, in this triggerer's event loop.
 # --------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class _RoomQueue:
+class _CapacityQueue:
     """The capacity triggers of one gateway in one event loop, longest-waiting first, and its running jobs.
 
     A finished job frees one slot, so it wakes one waiter: waking them all would send every waiting task
@@ -189,40 +192,40 @@ class _RoomQueue:
             heapq.heappop(self.waiters)
         return bool(self.waiters) and self.waiters[0][2] is future
 
-    async def wait(self, room: RoomWait) -> str | None:
+    async def wait(self, capacity: CapacityWait) -> str | None:
         """Until woken by a finish ("finish"), the fallback timer ("timer") or the deadline (None)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self.waiters, (room.since or time.time(), next(self.order), future))
+        heapq.heappush(self.waiters, (capacity.since or time.time(), next(self.order), future))
         try:
             while True:
-                fallback = room.fallback_delay(head=self.running == 0 and self._is_head(future))
+                fallback = capacity.fallback_delay(head=self.running == 0 and self._is_head(future))
                 finished: asyncio.Future[Any] = asyncio.ensure_future(self.finished.wait())
                 either: set[asyncio.Future[Any]] = {future, finished}
                 done, _ = await asyncio.wait(either, timeout=fallback, return_when=asyncio.FIRST_COMPLETED)
                 finished.cancel()
                 if future in done:
-                    await asyncio.sleep(max(0.0, room.not_before() - time.time()))
-                    return None if room.expired() else "finish"
+                    await asyncio.sleep(max(0.0, capacity.not_before() - time.time()))
+                    return None if capacity.expired() else "finish"
                 if not done:  # the timer ran out with no job finishing here
-                    return None if room.expired() else "timer"
+                    return None if capacity.expired() else "timer"
         finally:
             future.cancel()
 
 
-_ROOM_QUEUES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Gateway, _RoomQueue]] = (
+_CAPACITY_QUEUES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Gateway, _CapacityQueue]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _room_queue(gateway: Gateway) -> _RoomQueue:
-    queues = _ROOM_QUEUES.setdefault(asyncio.get_running_loop(), {})
-    return queues.setdefault(gateway, _RoomQueue())
+def _capacity_queue(gateway: Gateway) -> _CapacityQueue:
+    queues = _CAPACITY_QUEUES.setdefault(asyncio.get_running_loop(), {})
+    return queues.setdefault(gateway, _CapacityQueue())
 
 
 @contextmanager
 def _running_job(gateway: Gateway) -> Iterator[None]:
     """Count a video trigger of ``gateway`` as running in this loop; when its job finishes, free one slot."""
-    queue = _room_queue(gateway)
+    queue = _capacity_queue(gateway)
     queue.running += 1
     try:
         yield
@@ -230,6 +233,6 @@ def _running_job(gateway: Gateway) -> Iterator[None]:
         queue.running -= 1
 
 
-def room_freed(gateway: Gateway) -> None:
+def capacity_freed(gateway: Gateway) -> None:
     """A job on ``gateway`` finished in this event loop: let the longest-waiting task try its submit."""
-    _room_queue(gateway).wake_one()
+    _capacity_queue(gateway).wake_one()

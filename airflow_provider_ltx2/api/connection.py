@@ -1,0 +1,145 @@
+"""The ``ltx2`` connection read into a ``Gateway``: base URL, key, and how calls travel (TLS, proxies)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_provider_ltx2.exceptions import Ltx2AuthError, Ltx2ValidationError
+from airflow_provider_ltx2.get_provider_info import DEFAULT_BASE_URL
+
+
+@dataclass(frozen=True)
+class Network:
+    """How calls travel: TLS verification, a client certificate and proxies, the same on both paths.
+
+    The connection extras ``verify`` (true, false or a CA bundle path), ``cert`` (a PEM path, or
+    ``[cert, key]``) and ``proxies`` (``{"http": url, "https": url}``) mean what they mean for
+    providers-http's ``HttpHook``; left unset, the standard variables apply (``HTTPS_PROXY``,
+    ``HTTP_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE``), for requests in the
+    worker as for aiohttp in the triggerer, which honours none of them unless told.
+    """
+
+    verify: bool | str = True
+    cert: str | tuple[str, str] | None = None
+    proxies: tuple[tuple[str, str], ...] = ()
+
+    def ca_file(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The CA bundle to trust: the ``verify`` path, else the environment's, else None (the default store)."""
+        if isinstance(self.verify, str):
+            return self.verify
+        if self.verify is False:  # no bundle from the environment turns the check back on
+            return None
+        env = os.environ if environ is None else environ
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+            if env.get(name):
+                return env[name]
+        return None
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy for ``url``: the extras' for its scheme, else the environment's unless ``NO_PROXY``
+        exempts the host (as requests decides); None: a direct connection."""
+        import urllib.request  # here, not at DAG-parse time: it costs milliseconds to import
+
+        parts = urlsplit(url)
+        explicit = dict(self.proxies).get(parts.scheme)
+        if explicit:
+            return explicit
+        if urllib.request.proxy_bypass(parts.hostname or ""):
+            return None
+        return urllib.request.getproxies().get(parts.scheme)
+
+
+def network_from_extra(conn_id: str, extra: Mapping[str, Any]) -> Network:
+    """Read ``verify``, ``cert`` and ``proxies`` from a connection's extras (the form's fields are strings)."""
+
+    def value(name: str) -> Any:
+        found = extra.get(name, extra.get(f"extra__ltx2__{name}"))
+        return None if found in (None, "") else found
+
+    def invalid(name: str, found: Any, accepted: str) -> Ltx2ValidationError:
+        return Ltx2ValidationError(f"Connection {conn_id!r} has {name}={found!r}: accepted values are {accepted}.")
+
+    verify: bool | str = True
+    if (found := value("verify")) is not None:
+        text = str(found).strip()
+        if isinstance(found, bool) or text.lower() in ("true", "false"):
+            verify = found if isinstance(found, bool) else text.lower() == "true"
+        elif isinstance(found, str) and text:
+            verify = text
+        else:
+            raise invalid("verify", found, "true, false or the path of a CA bundle")
+    cert: str | tuple[str, str] | None = None
+    if (found := value("cert")) is not None:
+        parts = found if isinstance(found, list) else str(found).split(",")
+        parts = [str(part).strip() for part in parts]
+        if len(parts) not in (1, 2) or not all(parts):
+            raise invalid("cert", found, "the path of a PEM certificate, or [certificate path, key path]")
+        cert = parts[0] if len(parts) == 1 else (parts[0], parts[1])
+    proxies: dict[str, str] = {}
+    if (found := value("proxies")) is not None:
+        if isinstance(found, str) and found.strip().startswith("{"):
+            try:
+                found = json.loads(found)
+            except ValueError:
+                raise invalid("proxies", found, 'a JSON object such as {"https": "http://proxy:3128"}') from None
+        if isinstance(found, str):  # one proxy for both schemes
+            found = {"http": found.strip(), "https": found.strip()}
+        if not isinstance(found, dict) or not all(
+            scheme in ("http", "https") and isinstance(url, str) and urlsplit(url).hostname
+            for scheme, url in found.items()
+        ):
+            raise invalid("proxies", found, '{"http": proxy URL, "https": proxy URL}, or one proxy URL for both')
+        proxies = dict(found)
+    return Network(verify=verify, cert=cert, proxies=tuple(sorted(proxies.items())))
+
+
+def tls_refusal(base_url: str, detail: str) -> str:
+    """What to say when the gateway's certificate was not trusted: nothing was sent, and how to fix it."""
+    return (
+        f"The TLS certificate of the LTX-2 gateway {base_url} was not trusted ({detail}); nothing was sent. "
+        "Set the connection extra `verify` to the CA bundle that signed it (or REQUESTS_CA_BUNDLE)."
+    )
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """The gateway's base URL, the subscription key (kept out of ``repr``) and how to reach it."""
+
+    base_url: str
+    key: str = field(repr=False)
+    network: Network = field(default_factory=Network, compare=False)
+
+    def redact(self, text: str, *hidden: str) -> str:
+        """``text`` with the key (and any ``hidden`` credential) replaced, for anything the gateway echoed."""
+        for secret in (self.key, *hidden):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+def gateway_from_connection(
+    conn_id: str, host: str | None, password: str | None, extra: Mapping[str, Any] | None = None
+) -> Gateway:
+    """Read the connection: the key in ``password``, an optional base URL in ``host``, network extras."""
+    if not password or not password.strip():
+        raise Ltx2AuthError(
+            f"Connection {conn_id!r} has no subscription key: put the key in its password field "
+            "('Subscription key' in the UI)."
+        )
+    base_url = (host or DEFAULT_BASE_URL).strip()
+    if "://" not in base_url:
+        base_url = f"https://{base_url}"
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise Ltx2ValidationError(
+            f"Connection {conn_id!r} has host={host!r}: accepted values are an http(s) base URL such as "
+            f"{DEFAULT_BASE_URL!r}."
+        )
+    return Gateway(
+        base_url=base_url.rstrip("/"), key=password.strip(), network=network_from_extra(conn_id, extra or {})
+    )

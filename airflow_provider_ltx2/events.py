@@ -1,0 +1,141 @@
+"""The triggers' events: one dict per outcome, written by the triggers and read back by the tasks.
+
+Every field of an event is checked on reading: a malformed or unknown event fails the task rather than
+passing for a success (a cancelled job reported as success is the classic deferrable-operator bug).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_ltx2.api.jobs import Job, JobState, JobStatus, failure_error
+from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Timeout
+from airflow_provider_ltx2.waits import CapacityWait, Next, PollStep, Wait, utc_now_iso
+
+EVENT_SUCCEEDED = "succeeded"
+EVENT_FAILED = "failed"
+EVENT_TIMEOUT = "timeout"
+EVENT_ERROR = "error"
+EVENT_CAPACITY = "room"  # the 0.2 names ("room") stay: events and kwargs in flight are stored with them
+
+
+def _error_classes() -> dict[str, type[Ltx2Error]]:
+    """Every error class of the provider by name, so an error event keeps its type across the trigger."""
+    found: dict[str, type[Ltx2Error]] = {}
+    pending: list[type[Ltx2Error]] = [Ltx2Error]
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What a success event tells the task: where the video is and when it was asked for and finished."""
+
+    job: Job
+    video_url: str
+    completed_at: str
+    submitted_at: str | None
+
+
+def finished_video(job: Job, status: JobStatus, submitted_at: str | None) -> Delivered:
+    """The video of a job a poll found finished, or the generation's failure, raised."""
+    if status.state is not JobState.SUCCEEDED or not status.video_url:
+        raise failure_error(job, status)
+    return Delivered(job, status.video_url, utc_now_iso(), submitted_at)
+
+
+def succeeded_event(job: Job, status: JobStatus, submitted_at: str | None) -> dict[str, Any]:
+    return {
+        "status": EVENT_SUCCEEDED,
+        **job.to_dict(),
+        "video_url": status.video_url,
+        "submitted_at": submitted_at,
+        "completed_at": utc_now_iso(),
+    }
+
+
+def failed_event(job: Job, status: JobStatus) -> dict[str, Any]:
+    return {
+        "status": EVENT_FAILED,
+        **job.to_dict(),
+        "raw_status": status.raw_status,
+        "message": status.error,
+        "input_rejected": status.input_rejected,
+    }
+
+
+def timeout_event(wait: Wait) -> dict[str, Any]:
+    return {"status": EVENT_TIMEOUT, **wait.job.to_dict(), "message": wait.timeout_message()}
+
+
+def error_event(job: Job, error: Ltx2Error) -> dict[str, Any]:
+    return {"status": EVENT_ERROR, **job.to_dict(), "error_class": type(error).__name__, "message": str(error)}
+
+
+def finished_event(job: Job, status: JobStatus, submitted_at: str | None) -> dict[str, Any]:
+    if status.state is JobState.SUCCEEDED:
+        return succeeded_event(job, status, submitted_at)
+    return failed_event(job, status)
+
+
+def step_event(step: PollStep, submitted_at: str | None) -> dict[str, Any]:
+    """The video trigger's event for a wait that ended: finished, timed out or given up."""
+    job = step.wait.job
+    if step.next is Next.FINISHED and step.status is not None:
+        return finished_event(job, step.status, submitted_at)
+    if step.next is Next.TIMED_OUT:
+        return timeout_event(step.wait)
+    return error_event(job, step.error or Ltx2Error(f"The wait ended without an answer ({step.next.value})"))
+
+
+def capacity_event(wait: CapacityWait, woken_by: str) -> dict[str, Any]:
+    """``Ltx2CapacityTrigger``'s event: time to try the submit again (``woken_by``: finish, timer)."""
+    return {"status": EVENT_CAPACITY, "woken_by": woken_by, "room": wait.to_dict()}
+
+
+def read_capacity_event(event: Any) -> CapacityWait:
+    """The wait for capacity carried by a capacity trigger's event; a timeout or error event is raised."""
+    if not isinstance(event, dict) or not isinstance(event.get("room"), dict):
+        raise Ltx2Error(f"Malformed event from the LTX-2 capacity trigger: {event!r}")
+    wait = CapacityWait.from_dict(event["room"])
+    if event.get("status") == EVENT_TIMEOUT:
+        raise Ltx2Timeout(str(event.get("message")))
+    if event.get("status") != EVENT_CAPACITY:
+        raise Ltx2Error(f"Unknown status {event.get('status')!r} in the event from the LTX-2 capacity trigger")
+    if event.get("woken_by") == "timer":
+        wait.fallback_wakes += 1
+    return wait
+
+
+def read_event(event: Any) -> Delivered:
+    """Read a success event; raise the matching error for any other event.
+
+    Every field is checked: a malformed or unknown event fails the task rather than passing for a
+    success (a cancelled job reported as success is the classic deferrable-operator bug).
+    """
+    if not isinstance(event, dict) or not isinstance(event.get("request_id"), str):
+        raise Ltx2Error(f"Malformed event from the LTX-2 trigger: {event!r}")
+    job = Job.from_dict(event)
+    kind = event.get("status")
+    if kind == EVENT_SUCCEEDED:
+        video_url = event.get("video_url")
+        if not isinstance(video_url, str) or not video_url:
+            raise Ltx2Error(f"LTX-2 trigger reported success for {job.request_id} without a video URL.")
+        return Delivered(job, video_url, str(event.get("completed_at") or utc_now_iso()), event.get("submitted_at"))
+    if kind == EVENT_FAILED:
+        status = JobStatus(
+            JobState.FAILED,
+            raw_status=event.get("raw_status"),
+            error=event.get("message"),
+            input_rejected=bool(event.get("input_rejected")),
+        )
+        raise failure_error(job, status)
+    if kind == EVENT_TIMEOUT:
+        raise Ltx2Timeout(str(event.get("message")))
+    if kind == EVENT_ERROR:
+        raise _error_classes().get(str(event.get("error_class")), Ltx2Error)(str(event.get("message")))
+    raise Ltx2Error(f"Unknown status {kind!r} in the event from the LTX-2 trigger: {event!r}")

@@ -1,0 +1,277 @@
+"""Waiting, as pure decisions: a task's deadline, a wait for a video, a wait for capacity at a full gateway.
+
+Nothing here does I/O. ``after_poll`` decides what one poll's answer means for a wait (finished, poll
+again and when, past the deadline, given up); the worker's loop, the trigger's loop and the sensor's poke
+only poll and sleep around it. ``CapacityWait`` holds the decisions of a wait for capacity (a submit the
+gateway throttled), in the worker and across deferrals alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import Any
+
+from airflow_provider_ltx2.api.jobs import Job, JobState, JobStatus
+from airflow_provider_ltx2.exceptions import (
+    Ltx2Error,
+    Ltx2Throttled,
+    Ltx2Timeout,
+    Ltx2TransientError,
+    Ltx2ValidationError,
+)
+
+DEFAULT_POLL_INTERVAL = 10.0
+DEFAULT_TIMEOUT = 30 * 60.0
+MAX_UNKNOWN_POLLS = 30
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def utc_clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+
+
+def check_waiting_arguments(poll_interval: float, timeout: float, output_uri: str | None) -> None:
+    """Fail at DAG parse time on waiting arguments that could never work."""
+    if not poll_interval > 0:
+        raise Ltx2ValidationError(f"poll_interval={poll_interval!r}: accepted values are seconds > 0.")
+    if not timeout > 0:
+        raise Ltx2ValidationError(f"timeout={timeout!r}: accepted values are seconds > 0.")
+    if output_uri is not None and not isinstance(output_uri, str):
+        raise Ltx2ValidationError(f"output_uri={output_uri!r}: accepted values are a URI string or None.")
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A task's absolute deadline (epoch seconds) and the limit that set it, for the message that ends it.
+
+    ``execution_timeout`` is not enforced by Airflow while a task is deferred, so the task carries the
+    earlier of its ``timeout`` and its ``execution_timeout``, both counted from the start of the try's
+    first ``execute`` (as Airflow counts ``execution_timeout``), into every trigger it defers to.
+    """
+
+    at: float
+    limit: str = "timeout"
+
+    @classmethod
+    def starting_now(cls, timeout: float, execution_timeout: timedelta | None = None) -> Deadline:
+        now = time.time()
+        if execution_timeout is not None and execution_timeout.total_seconds() < timeout:
+            return cls(now + execution_timeout.total_seconds(), f"execution_timeout={execution_timeout}")
+        return cls(now + timeout, f"timeout={timeout:g}s")
+
+    def describe(self) -> str:
+        return f"{utc_clock(self.at)}, set by {self.limit}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Waiting for a video: one pure step per poll.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Wait:
+    """The state of one wait for one job. ``deadline`` is absolute (epoch seconds) so it survives restarts."""
+
+    job: Job
+    deadline: float
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    limit: str = "timeout"  # what set the deadline, for the timeout message
+    started: float = field(default_factory=time.time)
+    unknown_polls: int = 0
+    last_status: str | None = None
+
+    def timeout_message(self) -> str:
+        return (
+            f"LTX-2 request {self.job.request_id} was not finished by its deadline "
+            f"({Deadline(self.deadline, self.limit).describe()}; last status {self.last_status or 'none'}). "
+            "It may still finish on the gateway; on Airflow 3.3+ "
+            "a retry of the operator's task reattaches to it instead of paying again."
+        )
+
+
+class Next(str, Enum):
+    """What a wait does after a poll."""
+
+    POLL = "poll"  # poll again after ``PollStep.delay`` seconds
+    FINISHED = "finished"  # the job succeeded or failed: ``PollStep.status``
+    TIMED_OUT = "timed out"  # the deadline passed: ``PollStep.error`` is the ``Ltx2Timeout``
+    GAVE_UP = "gave up"  # no usable answer will come: ``PollStep.error``
+
+
+@dataclass(frozen=True)
+class PollStep:
+    """The decision ``after_poll`` made: the wait's new state, what comes next, and a line to log, if any."""
+
+    wait: Wait
+    next: Next
+    delay: float = 0.0
+    status: JobStatus | None = None
+    error: Ltx2Error | None = None
+    news: str | None = None  # the status changed: say so in the task's (or the triggerer's) log
+
+    def finished_status(self) -> JobStatus:
+        """The status of the finished job; a wait that ended otherwise raises its error."""
+        if self.next is Next.FINISHED and self.status is not None:
+            return self.status
+        raise self.error or Ltx2Error(f"The wait for LTX-2 request {self.wait.job.request_id} has not ended.")
+
+
+def after_poll(wait: Wait, answer: JobStatus | Ltx2Error, now: float) -> PollStep:
+    """What one poll's answer means for ``wait``; the one place the worker, the trigger and the sensor ask.
+
+    ``answer`` is the poll's ``JobStatus``, or the error the poll raised after its own retries. A throttled
+    poll (the gateway asked to wait past the deadline) is no answer: poll again, no hot loop. A transient
+    error at the deadline is the deadline's doing; before it, an outage that outlasted the retry policy
+    gives up. An unknown status counts as "still running" for ``MAX_UNKNOWN_POLLS`` polls in a row, so a
+    new status word neither fails a job at once nor keeps a task waiting forever.
+    """
+    news = None
+    if isinstance(answer, Ltx2Error):
+        late = isinstance(answer, Ltx2TransientError) and now >= wait.deadline
+        if not (isinstance(answer, Ltx2Throttled) or late):
+            return PollStep(wait, Next.GAVE_UP, error=answer)
+    else:
+        unknown = answer.state is JobState.UNKNOWN
+        unknown_polls = wait.unknown_polls + 1 if unknown else 0
+        shown = repr(answer.raw_status) if unknown else answer.state.value
+        if shown != wait.last_status:
+            news = f"LTX-2 request {wait.job.request_id} is {shown} after {now - wait.started:.0f}s"
+        wait = replace(wait, unknown_polls=unknown_polls, last_status=shown)
+        if answer.state.finished:
+            return PollStep(wait, Next.FINISHED, status=answer, news=news)
+        if unknown_polls >= MAX_UNKNOWN_POLLS:
+            error = Ltx2Error(
+                f"LTX-2 request {wait.job.request_id} reported the unknown status {answer.raw_status!r} "
+                f"{unknown_polls} times in a row; giving up."
+            )
+            return PollStep(wait, Next.GAVE_UP, error=error, news=news)
+    if now >= wait.deadline:
+        return PollStep(wait, Next.TIMED_OUT, error=Ltx2Timeout(wait.timeout_message()), news=news)
+    return PollStep(wait, Next.POLL, delay=min(wait.poll_interval, wait.deadline - now), news=news)
+
+
+# --------------------------------------------------------------------------------------------------
+# Waiting for capacity at a full gateway (429 / 503 with Retry-After): the submit is tried again later.
+# --------------------------------------------------------------------------------------------------
+
+MIN_CAPACITY_DELAY = 1.0  # a Retry-After of 0 must not become a hot loop
+CAPACITY_FALLBACK_FIRST = 30.0  # deferred: first wake-up when no job of the gateway finished nearby
+CAPACITY_FALLBACK_MAX = 300.0
+CAPACITY_LOG_EVERY = 60.0
+
+
+@dataclass
+class CapacityWait:
+    """One task's wait for capacity at the gateway, across worker tries of the submit and deferrals.
+
+    It is plain JSON (``to_dict``/``from_dict``): it travels in ``Ltx2CapacityTrigger``'s kwargs and
+    event, so a wait that spans several resumes logs, backs off and ends at one deadline.
+    """
+
+    deadline: float
+    limit: str = "timeout"
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    since: float | None = None  # first throttled answer; also the task's place in the queue
+    attempts: int = 0  # throttled submits so far
+    throttled_at: float | None = None
+    retry_after: float | None = None
+    reason: str = ""
+    logged_at: float | None = None
+    fallback_wakes: int = 0
+
+    @classmethod
+    def for_deadline(cls, deadline: Deadline, poll_interval: float) -> CapacityWait:
+        return cls(deadline=deadline.at, limit=deadline.limit, poll_interval=poll_interval)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CapacityWait:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+    def throttled(self, error: Ltx2Throttled, log: logging.Logger | Any) -> None:
+        """Record a throttled submit and log it (once at the start, then at most once a minute).
+
+        Raises ``Ltx2Timeout`` when the gateway would not let the next attempt in before the deadline.
+        """
+        now = time.time()
+        self.attempts += 1
+        self.throttled_at, self.retry_after, self.reason = now, error.retry_after, error.reason
+        if self.since is None:
+            self.since = self.logged_at = now
+            asked = "" if error.retry_after is None else f", Retry-After {error.retry_after:g} s"
+            log.info(
+                "LTX-2 gateway at capacity (%s%s): waiting for room; deadline %s UTC",
+                error.reason,
+                asked,
+                datetime.fromtimestamp(self.deadline, timezone.utc).strftime("%H:%M:%S"),
+            )
+        elif now - (self.logged_at or 0.0) >= CAPACITY_LOG_EVERY:
+            self.logged_at = now
+            log.info(
+                "Still waiting for room at the LTX-2 gateway: %.0f s waited, %d attempts (last answer %s)",
+                now - self.since,
+                self.attempts,
+                error.reason,
+            )
+        if self.not_before() >= self.deadline:
+            raise Ltx2Timeout(self.timeout_message())
+
+    def timeout_message(self) -> str:
+        waited = time.time() - (self.since or time.time())
+        return (
+            f"The LTX-2 gateway had no room for this task before its deadline "
+            f"({Deadline(self.deadline, self.limit).describe()}): {self.attempts} submits answered "
+            f"{self.reason} over {waited:.0f} s; nothing was paid. Size an Airflow pool to the gateway's "
+            "concurrency limit (see the README's batches section), or raise the timeout."
+        )
+
+    def got_in(self, log: logging.Logger | Any) -> None:
+        if self.since is not None:
+            log.info(
+                "Got into the LTX-2 gateway after %.0f s and %d throttled attempts",
+                time.time() - self.since,
+                self.attempts,
+            )
+
+    def not_before(self) -> float:
+        """The earliest time the next submit may be tried: never sooner than the gateway asked."""
+        return (self.throttled_at or time.time()) + max(MIN_CAPACITY_DELAY, self.retry_after or 0.0)
+
+    def worker_delay(self) -> float:
+        """Seconds to sleep in the worker: the Retry-After, or a backoff capped at about one poll interval.
+
+        Jittered upwards, so the tasks of a batch do not all retry at the same instant.
+        """
+        if self.retry_after is not None:
+            wait = max(MIN_CAPACITY_DELAY, self.retry_after) * random.uniform(1.0, 1.2)
+        else:
+            ceiling = max(MIN_CAPACITY_DELAY, min(self.poll_interval, 2.0 ** (self.attempts - 1)))
+            wait = random.uniform(max(MIN_CAPACITY_DELAY, ceiling / 2), ceiling)
+        return max(0.0, min(wait, self.deadline - time.time()))
+
+    def fallback_delay(self, *, head: bool) -> float:
+        """Seconds a deferred wait sleeps unless a job of the gateway finishing nearby wakes it first.
+
+        Only the head of the queue (the longest-waiting task, with no job of the gateway running in its
+        triggerer to wake it) starts from the gateway's own Retry-After; the others, whom a finish will
+        reach in turn, from ``CAPACITY_FALLBACK_FIRST``. Either grows with every fallback wake-up: a resume
+        costs a worker start, and a task must not bounce between triggerer and worker every few seconds.
+        """
+        first = max(MIN_CAPACITY_DELAY, self.retry_after or self.poll_interval) if head else CAPACITY_FALLBACK_FIRST
+        growing = min(CAPACITY_FALLBACK_MAX, first * 2.0**self.fallback_wakes)
+        wake_at = max(self.not_before(), time.time() + growing * random.uniform(1.0, 1.2))
+        return max(0.0, min(wake_at, self.deadline) - time.time())
+
+    def expired(self) -> bool:
+        return time.time() >= self.deadline

@@ -1,0 +1,81 @@
+"""Unit tests of ``api.connection``: the gateway's base URL and key, read from an Airflow connection."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from airflow_provider_ltx2.api.connection import Gateway, gateway_from_connection
+from airflow_provider_ltx2.contract import KEY_HEADER
+from airflow_provider_ltx2.exceptions import Ltx2AuthError, Ltx2ValidationError
+from airflow_provider_ltx2.get_provider_info import DEFAULT_BASE_URL
+from tests.conftest import BASE, SECRET
+
+
+@pytest.mark.parametrize("password", [None, ""])
+def test_gateway_from_connection_without_a_key_names_the_connection(password: str | None) -> None:
+    with pytest.raises(Ltx2AuthError, match="'my_ltx2'") as caught:
+        gateway_from_connection("my_ltx2", None, password)
+
+    assert isinstance(caught.value, AirflowFailException)
+
+
+@pytest.mark.parametrize("password", ["   ", "\n"])
+def test_gateway_from_connection_with_a_blank_key_is_an_auth_error(password: str) -> None:
+    with pytest.raises(Ltx2AuthError, match="'my_ltx2'"):
+        gateway_from_connection("my_ltx2", None, password)
+
+
+@pytest.mark.parametrize(
+    ("host", "base_url"),
+    [
+        (None, DEFAULT_BASE_URL),
+        ("", DEFAULT_BASE_URL),
+        ("gateway.example.com", "https://gateway.example.com"),
+        ("gateway.example.com/", "https://gateway.example.com"),
+        ("localhost:8080", "https://localhost:8080"),
+        ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+        ("  https://gw.example.com/prefix/ ", "https://gw.example.com/prefix"),
+    ],
+)
+def test_gateway_from_connection_base_url(host: str | None, base_url: str) -> None:
+    gateway = gateway_from_connection("ltx2_default", host, SECRET)
+
+    assert gateway.base_url == base_url
+    assert gateway.key == SECRET
+
+
+def test_gateway_from_connection_strips_the_key() -> None:
+    assert gateway_from_connection("ltx2_default", None, f"  {SECRET}\n").key == SECRET
+
+
+@pytest.mark.parametrize("host", ["ftp://gateway.example.com", "file:///etc", "ws://gateway.example.com"])
+def test_gateway_from_connection_rejects_a_non_http_host(host: str) -> None:
+    with pytest.raises(Ltx2ValidationError, match="'my_ltx2'") as caught:
+        gateway_from_connection("my_ltx2", host, SECRET)
+
+    assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("host", ["https:///v1", "https://"])
+def test_gateway_from_connection_rejects_a_url_without_a_host(host: str) -> None:
+    with pytest.raises(Ltx2ValidationError):
+        gateway_from_connection("my_ltx2", host, SECRET)
+
+
+def test_gateway_repr_and_str_do_not_show_the_key() -> None:
+    gateway = gateway_from_connection("ltx2_default", None, SECRET)
+
+    assert SECRET not in repr(gateway)
+    assert SECRET not in str(gateway)
+    assert DEFAULT_BASE_URL in repr(gateway)
+
+
+def test_gateway_redact_replaces_every_occurrence_of_the_key() -> None:
+    gateway = Gateway(BASE, SECRET)
+
+    redacted = gateway.redact(f"header {KEY_HEADER}: {SECRET}; echoed {SECRET}!")
+
+    assert redacted == f"header {KEY_HEADER}: ***; echoed ***!"
+    assert gateway.redact("nothing secret") == "nothing secret"
+    assert Gateway(BASE, "").redact("text") == "text"
