@@ -12,6 +12,7 @@ PINS=(
     "apache-airflow==$AIRFLOW_VERSION"
     "apache-airflow-providers-http==6.3.0"
     "apache-airflow-providers-common-compat==1.23.0"  # >=1.12 for connection.get_async_connection
+    "cryptography<51"  # 51's MultiFernet takes no attributes; Airflow 2.11 sets is_encrypted on it
 )
 
 if [ ! -x "$VENV/bin/python" ]; then
