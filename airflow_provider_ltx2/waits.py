@@ -145,7 +145,8 @@ def after_poll(wait: Wait, answer: JobStatus | Ltx2Error, now: float) -> PollSte
         shown = repr(answer.raw_status) if unknown else answer.state.value
         if shown != wait.last_status:
             news = f"LTX-2 request {wait.job.request_id} is {shown} after {now - wait.started:.0f}s"
-        wait = replace(wait, unknown_polls=unknown_polls, last_status=shown)
+        if (unknown_polls, shown) != (wait.unknown_polls, wait.last_status):
+            wait = replace(wait, unknown_polls=unknown_polls, last_status=shown)
         if answer.state.finished:
             return PollStep(wait, Next.FINISHED, status=answer, news=news)
         if unknown_polls >= MAX_UNKNOWN_POLLS:

@@ -18,9 +18,43 @@ TABLES = ("triggers", "parse", "download", "latency", "batches")
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", default=",".join(TABLES), help="comma-separated tables to run")
-    parser.add_argument("--sizes", default="100,1000,5000", help="trigger counts for table 1")
+    parser.add_argument(
+        "--only", default=",".join(TABLES), help=f"comma-separated tables to run ({', '.join(TABLES)}; default all)"
+    )
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    group = parser.add_argument_group(
+        "pollers at scale (table 1)",
+        "Table 1 alone: --only triggers (about 8 minutes on 2 cores). A quick look at the trigger's CPU against "
+        "the floor's (about 2 minutes): --only triggers --sizes 1000 --scale-sizes '' --clients ltx2,floor "
+        "--output /tmp/table1.md",
+    )
+    group.add_argument(
+        "--sizes",
+        default="100,1000",
+        help=f"trigger counts at a {triggers.INTERVAL:g} s poll interval, '' for none (default 100,1000)",
+    )
+    group.add_argument(
+        "--scale-sizes",
+        default="10000",
+        help=f"trigger counts at the default {triggers.SCALE_INTERVAL:g} s poll interval, '' for none (default 10000)",
+    )
+    group.add_argument(
+        "--clients",
+        default=",".join(triggers.CLIENTS),
+        help=f"pollers of the --sizes rows: {', '.join(triggers.CLIENTS)} (default all)",
+    )
+    group.add_argument(
+        "--scale-clients",
+        default=",".join(triggers.SCALE_CLIENTS),
+        help=f"pollers of the --scale-sizes rows (default {','.join(triggers.SCALE_CLIENTS)})",
+    )
+    group.add_argument(
+        "--runs",
+        type=int,
+        default=triggers.RUNS,
+        help=f"runs of each client, interleaved, at N <= {triggers.REPEAT_MAX_N} of --sizes; the median is "
+        f"reported (default {triggers.RUNS})",
+    )
     batch = batches.Settings()
     group = parser.add_argument_group("batches (table 5)")
     group.add_argument("--batch-tasks", type=int, default=batch.tasks, help="generations per batch")
@@ -34,6 +68,18 @@ def main() -> None:
     group.add_argument("--batch-poll-interval", type=float, default=batch.poll_interval)
     args = parser.parse_args()
     chosen = [name for name in TABLES if name in args.only.split(",")]
+    unknown = {name for name in args.only.split(",") if name.strip()} - set(TABLES)
+    if unknown:
+        parser.error(f"--only: unknown table(s) {', '.join(sorted(unknown))}; choose from {', '.join(TABLES)}")
+    pollers = triggers.settings(
+        sizes=numbers(args.sizes),
+        scale_sizes=numbers(args.scale_sizes),
+        clients=kinds(parser, args.clients),
+        scale_clients=kinds(parser, args.scale_clients),
+        runs=args.runs,
+    )
+    if "triggers" in chosen and not pollers:
+        parser.error("table 1 has no rows: give --sizes or --scale-sizes (and clients)")
     batch = batches.Settings(
         tasks=args.batch_tasks,
         limits=tuple(int(n) for n in args.batch_limits.split(",")),
@@ -48,11 +94,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ltx2-bench-airflow-") as home:
         os.environ.setdefault("AIRFLOW_HOME", home)
         os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "false")
-        raise_fd_limit()  # inherited by the simulator, which holds one socket per poller
-        run(chosen, [int(n) for n in args.sizes.split(",")], batch, args.output)
+        # Inherited by the simulator and the workers: one socket per connection, and the baseline opens one per poll.
+        raise_fd_limit(max((setting.n for setting in pollers), default=0) + 1024)
+        run(chosen, pollers, batch, args.output)
 
 
-def run(chosen: list[str], sizes: list[int], batch: batches.Settings, output: Path) -> None:
+def numbers(text: str) -> list[int]:
+    return [int(n) for n in text.split(",") if n.strip()]
+
+
+def kinds(parser: argparse.ArgumentParser, text: str) -> tuple[str, ...]:
+    found = tuple(kind for kind in text.split(",") if kind.strip())
+    unknown = set(found) - set(triggers.CLIENTS)
+    if unknown:
+        parser.error(f"unknown client(s) {', '.join(sorted(unknown))}; choose from {', '.join(triggers.CLIENTS)}")
+    return found
+
+
+def run(chosen: list[str], pollers: list[triggers.Setting], batch: batches.Settings, output: Path) -> None:
     from airflow_provider_ltx2.simulator.process import SimulatorProcess
 
     started = time.monotonic()
@@ -65,7 +124,7 @@ def run(chosen: list[str], sizes: list[int], batch: batches.Settings, output: Pa
         for name in chosen:
             print(f"Running {name}...", file=sys.stderr, flush=True)
             if name == "triggers":
-                table = triggers.run(sim, sizes)
+                table = triggers.run(sim, pollers)
             elif name == "parse":
                 table = parse.run()
             elif name == "download":

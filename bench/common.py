@@ -93,11 +93,26 @@ def verdict(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 
 
-def raise_fd_limit() -> None:
-    """Thousands of sockets need thousands of file descriptors: take the hard limit."""
+def raise_fd_limit(need: int = 0) -> int:
+    """Thousands of sockets need thousands of file descriptors: take the hard limit, raised to ``need`` when
+    allowed (root); say so on stderr when the limit stays below ``need``. Returns the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
+    if hard != resource.RLIM_INFINITY and hard < need:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+            soft, hard = need, need
+        except (ValueError, OSError):
+            pass
+    if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    if soft != resource.RLIM_INFINITY and soft < need:
+        print(
+            f"warning: at most {soft} open files (ulimit -n); {need} wanted for the pollers' sockets",
+            file=sys.stderr,
+            flush=True,
+        )
+    return soft
 
 
 def current_rss() -> int:
@@ -197,7 +212,11 @@ def wrap_async_poll(around: Callable[[str, Awaitable[Any]], Awaitable[Any]]) -> 
     original = getattr(Ltx2Hook.aget_status, "bench_original", Ltx2Hook.aget_status)
 
     async def aget_status(self: Any, *args: Any, **kwargs: Any) -> Any:
-        job = next(arg for arg in (*args, *kwargs.values()) if isinstance(arg, Job))
+        # The job is the first argument on the current hook: checked first, so the wrapper costs the trigger's
+        # polls (and not the floor's) as little as it can.
+        job = args[0] if args and type(args[0]) is Job else None
+        if job is None:
+            job = next(arg for arg in (*args, *kwargs.values()) if isinstance(arg, Job))
         return await around(job.request_id, original(self, *args, **kwargs))
 
     aget_status.bench_original = original  # type: ignore[attr-defined]

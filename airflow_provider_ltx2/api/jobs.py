@@ -96,24 +96,30 @@ class JobStatus:
     input_rejected: bool = False
 
 
+# Where a result body may hold the video's URL, in the order docs/gateway-contract.md lists them.
+VIDEO_URL_PLACES = (
+    ("output", "media_url"),
+    ("video", "url"),
+    ("result", "video", "url"),
+    ("payload", "video", "url"),
+    ("result", "video_url"),
+    ("video_url",),
+    ("output_url",),
+    ("url",),
+)
+
+
 def find_video_url(body: Any) -> str | None:
     """The video URL in a result body, checking the places docs/gateway-contract.md lists in order; first wins."""
     if not isinstance(body, dict):
         return None
-    candidates = [
-        ("output", "media_url"),
-        ("video", "url"),
-        ("result", "video", "url"),
-        ("payload", "video", "url"),
-        ("result", "video_url"),
-        ("video_url",),
-        ("output_url",),
-        ("url",),
-    ]
-    for path in candidates:
+    for path in VIDEO_URL_PLACES:
         value: Any = body
         for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
+            if not isinstance(value, dict):
+                value = None
+                break
+            value = value.get(key)
         if isinstance(value, list):
             value = value[0] if value else None
         if isinstance(value, str) and urlsplit(value).scheme in ("http", "https"):
@@ -143,8 +149,10 @@ def parse_status(reply: Reply) -> JobStatus:
     if not isinstance(body, dict):
         raise Ltx2TransientError(f"LTX-2 gateway sent a status reply that is not JSON: {reply.text[:200]!r}")
     raw = body.get("status")
-    video_url = find_video_url(body)
     state = normalise_state(raw)
+    if state is JobState.QUEUED or state is JobState.RUNNING:
+        return JobStatus(state, raw_status=raw)  # the common answer: no video to look for yet
+    video_url = find_video_url(body)
     if raw is None:
         if video_url:
             state = JobState.SUCCEEDED

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from functools import cached_property
 from typing import Any
 
 from airflow_provider_ltx2.exceptions import (
@@ -30,18 +29,20 @@ class Reply:
     status: int
     text: str
     retry_after: str | None = None
+    # Decoded once, on arrival: the retry decision, the status reading and the error message all look at it
+    # (eagerly rather than through cached_property, whose lock costs a poll as much as the decoding).
+    body: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            body = json.loads(self.text)
+        except ValueError:
+            body = None
+        object.__setattr__(self, "body", body)
 
     def json(self) -> Any:
         """The decoded body, or None when it is not JSON (an HTML error page, a truncated body)."""
-        return self._decoded
-
-    @cached_property
-    def _decoded(self) -> Any:
-        # Decoded once: the retry decision, the status reading and the error message all look at it.
-        try:
-            return json.loads(self.text)
-        except ValueError:
-            return None
+        return self.body
 
 
 @dataclass(frozen=True)

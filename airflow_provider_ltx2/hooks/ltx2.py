@@ -52,20 +52,32 @@ class _SharedPool:
 
 
 @dataclass(frozen=True)
-class _AsyncClient:
-    """What a trigger's calls use, decided once in ``aconnect``: the session, gateway, proxy and TLS."""
+class _Route:
+    """A connection as a trigger's calls use it: the gateway, and how calls travel there (proxy, TLS).
 
-    session: aiohttp.ClientSession
+    Decided once per lookup, not per trigger: the proxy decision alone scans the environment three times.
+    """
+
     gateway: Gateway
     proxy: str | None
     tls: ssl.SSLContext | bool
 
 
+@dataclass(frozen=True)
+class _AsyncClient:
+    """What a trigger's calls use, decided once in ``aconnect``: the session, the route, headers and timeout."""
+
+    session: aiohttp.ClientSession
+    route: _Route
+    headers: dict[str, str]
+    timeout: aiohttp.ClientTimeout
+
+
 _SHARED_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedPool] = weakref.WeakKeyDictionary()
-# Connection lookups of the triggers of one event loop, by connection id: (valid until, gateway).
-_GATEWAYS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[float, Gateway]]] = (
-    weakref.WeakKeyDictionary()
-)
+# Connection lookups of the triggers of one event loop, by connection id: (valid until, the lookup). The lookup
+# is a task that every trigger starting meanwhile awaits, so triggers that start together look it up once.
+_RouteCache = dict[str, tuple[float, "asyncio.Task[_Route]"]]
+_ROUTES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _RouteCache] = weakref.WeakKeyDictionary()
 
 
 class Ltx2Hook(BaseHook):
@@ -260,24 +272,38 @@ class Ltx2Hook(BaseHook):
     # ---------------------------------------------------------------------------------- async side
 
     async def agateway(self) -> Gateway:
-        """The gateway as seen from the triggerer, without blocking its event loop.
+        """The gateway as seen from the triggerer, without blocking its event loop."""
+        return (await self._aroute()).gateway
+
+    async def _aroute(self) -> _Route:
+        """The connection's route, looked up once for all the triggers of this event loop.
 
         In a triggerer a lookup is a round trip to its supervisor and a DB or secrets-backend query, and a
-        mapped batch starts hundreds of triggers at once: the triggers of one event loop share a lookup for
-        ``GATEWAY_CACHE_SECONDS``. A trigger keeps the gateway for its whole run anyway, so a rotated key
-        reaches triggers started at most that much later than without the cache.
+        mapped batch or a restarted triggerer starts hundreds of triggers at once: they all await one lookup,
+        kept for ``GATEWAY_CACHE_SECONDS``. A trigger keeps its gateway for its whole run anyway, so a rotated
+        key reaches triggers started at most that much later than without the cache. A failed lookup reaches
+        every trigger awaiting it and is not kept.
         """
+        loop = asyncio.get_running_loop()
+        cache = _ROUTES.setdefault(loop, {})
+        entry = cache.get(self.ltx2_conn_id)
+        if entry is None or entry[0] <= time.monotonic():
+            lookup = loop.create_task(self._alookup())
+            entry = cache[self.ltx2_conn_id] = (time.monotonic() + GATEWAY_CACHE_SECONDS, lookup)
+            lookup.add_done_callback(functools.partial(_drop_failed_lookup, cache, self.ltx2_conn_id))
+        return await asyncio.shield(entry[1])
+
+    async def _alookup(self) -> _Route:
         from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 
-        cache = _GATEWAYS.setdefault(asyncio.get_running_loop(), {})
-        cached = cache.get(self.ltx2_conn_id)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
         conn = await get_async_connection(self.ltx2_conn_id, hook=self)
         extra = await get_async_extra_dejson(conn)
         gateway = gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password, extra)
-        cache[self.ltx2_conn_id] = (time.monotonic() + GATEWAY_CACHE_SECONDS, gateway)
-        return gateway
+        # The extras, else HTTPS_PROXY/HTTP_PROXY/NO_PROXY and the CA variables, as requests decides them in the
+        # worker: aiohttp's trust_env would look the environment up again on every call.
+        network = gateway.network
+        tls = _ssl_context(network.verify is False, network.ca_file(), network.cert)
+        return _Route(gateway, network.proxy_for(gateway.base_url), tls)
 
     @asynccontextmanager
     async def aconnect(self) -> AsyncIterator[Gateway]:
@@ -290,22 +316,18 @@ class Ltx2Hook(BaseHook):
         """
         import aiohttp
 
-        gateway = self._checked(await self.agateway())  # warned by every trigger, cached lookup or not
+        route = await self._aroute()
+        self._checked(route.gateway)  # warned by every trigger, cached lookup or not
         loop = asyncio.get_running_loop()
         pool = _SHARED_POOLS.get(loop)
         if pool is None or pool.connector.closed:
             pool = _SHARED_POOLS[loop] = _SharedPool(aiohttp.TCPConnector(limit=MAX_CONNECTIONS_PER_LOOP))
         pool.users += 1
-        # Proxy and TLS are decided once per trigger (the extras, else HTTPS_PROXY/HTTP_PROXY/NO_PROXY and the CA
-        # variables, as requests decides them in the worker): aiohttp's trust_env would look the environment up
-        # again on every call.
-        network = gateway.network
-        proxy = network.proxy_for(gateway.base_url)
-        tls = _ssl_context(network.verify is False, network.ca_file(), network.cert)
         try:
             async with aiohttp.ClientSession(connector=pool.connector, connector_owner=False) as session:
-                self._async_client = _AsyncClient(session, gateway, proxy, tls)
-                yield gateway
+                timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=self.read_timeout)
+                self._async_client = _AsyncClient(session, route, auth_headers(route.gateway.key), timeout)
+                yield route.gateway
         finally:
             self._async_client = None
             pool.users -= 1
@@ -324,17 +346,17 @@ class Ltx2Hook(BaseHook):
         import aiohttp
 
         client = self._connected
-        gateway = client.gateway
-        timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=self.read_timeout)
+        route = client.route
+        gateway = route.gateway
         try:
             async with client.session.request(
                 call.method,
                 call.url,
                 json=call.json_body,
-                headers=auth_headers(gateway.key),
-                timeout=timeout,
-                ssl=client.tls,
-                proxy=client.proxy,  # calls go to the gateway's host only (polling URLs are checked to be on it)
+                headers=client.headers,
+                timeout=client.timeout,
+                ssl=route.tls,
+                proxy=route.proxy,  # calls go to the gateway's host only (polling URLs are checked to be on it)
             ) as response:
                 text = await response.text(errors="replace")
                 return Reply(response.status, gateway.redact(text), response.headers.get("Retry-After"))
@@ -348,16 +370,25 @@ class Ltx2Hook(BaseHook):
             return TransportFailure(gateway.redact(detail), never_sent, untrusted)
 
     async def _acall(self, call: Call, *, action: str, paid: bool = False, deadline: float | None = None) -> Reply:
-        """The async twin of ``_call``: the same ``Attempts`` decide every retry."""
-        attempts = Attempts(self.retry_policy, paid=paid, action=action, deadline=deadline)
-        while (delay := attempts.next_delay(outcome := await self._asend(call))) is not None:
+        """The async twin of ``_call``: the same ``Attempts`` decide every retry.
+
+        A triggerer makes thousands of these calls a second and nearly all are answered at the first try: the
+        retry loop is set up only when the first answer asks for it (``Attempts`` would decide the same).
+        """
+        started = time.time()
+        outcome = await self._asend(call)
+        if type(outcome) is Reply and not self.retry_policy.should_retry(outcome, paid):
+            return outcome
+        attempts = Attempts(self.retry_policy, paid=paid, action=action, deadline=deadline, started=started)
+        while (delay := attempts.next_delay(outcome)) is not None:
             self.log.warning("%s; retrying in %.1fs", attempts.describe(outcome), delay)
             await asyncio.sleep(delay)
+            outcome = await self._asend(call)
         return attempts.result(outcome)
 
     async def aget_status(self, job: Job, deadline: float | None = None) -> JobStatus:
         """The async twin of ``get_status``: same call, same retries, same reading of the reply."""
-        call = poll_call(self._connected.gateway.base_url, job)
+        call = poll_call(self._connected.route.gateway.base_url, job)
         return parse_status(await self._acall(call, action="status poll", deadline=deadline))
 
 
@@ -377,6 +408,16 @@ def _ssl_context(off: bool, ca_file: str | None, cert: str | tuple[str, str] | N
         certificate, key = cert if isinstance(cert, tuple) else (cert, None)
         context.load_cert_chain(certificate, key)
     return context
+
+
+def _drop_failed_lookup(
+    cache: dict[str, tuple[float, asyncio.Task[_Route]]], conn_id: str, lookup: asyncio.Task[_Route]
+) -> None:
+    """A lookup that failed is not kept: the next trigger looks the connection up anew."""
+    if lookup.cancelled() or lookup.exception() is not None:
+        entry = cache.get(conn_id)
+        if entry is not None and entry[1] is lookup:
+            del cache[conn_id]
 
 
 def _never_sent(error: Exception) -> bool:

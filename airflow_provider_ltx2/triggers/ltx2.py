@@ -13,8 +13,7 @@ import itertools
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +101,10 @@ class Ltx2VideoTrigger(BaseTrigger):
         hook = Ltx2Hook(self.ltx2_conn_id, retry_policy=self.retry_policy, read_timeout=self.read_timeout)
         try:
             async with hook.aconnect() as gateway:
-                with _running_job(gateway):
+                # Counted as running in this loop: when its job finishes, a waiter for capacity may go.
+                queue = _capacity_queue(gateway)
+                queue.running += 1
+                try:
                     # Triggers created together (a mapped task, a triggerer restart) spread their first
                     # polls over one interval instead of all hitting the gateway at once.
                     await asyncio.sleep(
@@ -120,6 +122,8 @@ class Ltx2VideoTrigger(BaseTrigger):
                             break
                         wait = step.wait
                         await asyncio.sleep(step.delay)
+                finally:
+                    queue.running -= 1
                 if step.next is Next.FINISHED:
                     capacity_freed(gateway)
         except Ltx2Error as error:  # no connection, no key: the wait could not start
@@ -220,17 +224,6 @@ _CAPACITY_QUEUES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Gate
 def _capacity_queue(gateway: Gateway) -> _CapacityQueue:
     queues = _CAPACITY_QUEUES.setdefault(asyncio.get_running_loop(), {})
     return queues.setdefault(gateway, _CapacityQueue())
-
-
-@contextmanager
-def _running_job(gateway: Gateway) -> Iterator[None]:
-    """Count a video trigger of ``gateway`` as running in this loop; when its job finishes, free one slot."""
-    queue = _capacity_queue(gateway)
-    queue.running += 1
-    try:
-        yield
-    finally:
-        queue.running -= 1
 
 
 def capacity_freed(gateway: Gateway) -> None:
