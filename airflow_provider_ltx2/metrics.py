@@ -1,6 +1,6 @@
 """The provider's metrics, through Airflow's own ``Stats`` (StatsD or OpenTelemetry, as the deployment set it).
 
-Every name is here once, under ``ltx2.``, so the README's list and the code cannot drift apart.
+Every name is here once, under ``ltx2.``, so the list in docs/reference.md and the code cannot drift apart.
 """
 
 from __future__ import annotations

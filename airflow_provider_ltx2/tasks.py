@@ -9,14 +9,13 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_ltx2.delivery import deliver, failure_reported
-from airflow_provider_ltx2.events import Delivered, read_event
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
     from airflow.providers.openlineage.extractors import OperatorLineage
 
+    from airflow_provider_ltx2.events import Delivered
     from airflow_provider_ltx2.waits import Wait
 
 
@@ -49,27 +48,36 @@ class Ltx2TaskMixin:
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the video trigger: every event is checked; anything but a success fails the task."""
+        from airflow_provider_ltx2.delivery import (
+            failure_reported,  # task-time modules, imported at run time, not at DAG-parse time
+        )
+        from airflow_provider_ltx2.events import read_event
+
         with failure_reported(context):
             return self.finish(context, read_event(event))
 
     def finish(self, context: Context, delivered: Delivered) -> dict[str, Any]:
         """Deliver the finished video (save, publish) and return the result dict."""
+        from airflow_provider_ltx2.delivery import (
+            deliver,  # task-time modules, imported at run time, not at DAG-parse time
+        )
+
         return deliver(
             self.hook,
             context,
             delivered,
-            request=self.delivered_request(context),
+            request=self.known_request(context),
             output_uri=self.output_uri,
             output_conn_id=self.output_conn_id,
             outlets=self.outlets,
-            fingerprint=self.delivered_fingerprint(context),
+            fingerprint=self.known_fingerprint(context),
         )
 
-    def delivered_request(self, context: Context) -> dict[str, Any] | None:
-        """The request the video was made from, for the result dict and the sidecar."""
+    def known_request(self, context: Context) -> dict[str, Any] | None:
+        """The request this task submitted (or was handed), for a resubmit, the result dict and the sidecar."""
         return None
 
-    def delivered_fingerprint(self, context: Context) -> str | None:
+    def known_fingerprint(self, context: Context) -> str | None:
         """What the sidecar records of the request and its image, when the task knows it."""
         return None
 

@@ -10,10 +10,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, conf
 from airflow_provider_ltx2 import metrics, xcom
 from airflow_provider_ltx2.api.request import build_request
 from airflow_provider_ltx2.contract import REQUEST_FIELDS
-from airflow_provider_ltx2.delivery import failure_reported, publish, reused_result
-from airflow_provider_ltx2.events import finished_video, read_capacity_event
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
-from airflow_provider_ltx2.lifecycle import Generation, RequestRecord, wait_in_worker
 from airflow_provider_ltx2.links import Ltx2VideoLink
 from airflow_provider_ltx2.storage import DEFAULT_IMAGE_URL_EXPIRES_IN
 from airflow_provider_ltx2.tasks import Ltx2TaskMixin
@@ -28,6 +25,8 @@ from airflow_provider_ltx2.waits import (
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_ltx2.lifecycle import Generation
 
 
 class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
@@ -133,6 +132,11 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
         return build_request(**self.request_fields())
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_ltx2.delivery import (
+            failure_reported,  # task-time modules, imported at run time, not at DAG-parse time
+        )
+        from airflow_provider_ltx2.lifecycle import Generation, RequestRecord
+
         with failure_reported(context):
             deadline = Deadline.starting_now(self.timeout, self.execution_timeout)
             if not RequestRecord.of(context).kept:  # said once per try, not on every resume
@@ -161,6 +165,8 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
             return self._submit_then_wait(context, generation, CapacityWait.for_deadline(deadline, self.poll_interval))
 
     def _reuse(self, context: Context, saved: dict[str, Any]) -> dict[str, Any]:
+        from airflow_provider_ltx2.delivery import publish, reused_result
+
         result = reused_result({**saved, "output_uri": self.output_uri})  # where it is now, if moved
         self.log.info(
             "Reused %s (LTX-2 request %s of %s, same request and image), no charge; reuse_existing=False "
@@ -175,24 +181,31 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
 
     def retry_submit(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after waiting for capacity in the triggerer: try the submit again (same deadline)."""
+        from airflow_provider_ltx2.delivery import failure_reported
+        from airflow_provider_ltx2.events import read_capacity_event
+        from airflow_provider_ltx2.lifecycle import Generation
+
         with failure_reported(context):
             generation = Generation.resumed(
                 self.hook,
-                self.delivered_request(context),
+                self.known_request(context),
                 image_conn_id=self.image_conn_id,
                 image_url_expires_in=self.image_url_expires_in,
                 log=self.log,
             )
             return self._submit_then_wait(context, generation, read_capacity_event(event))
 
-    def delivered_request(self, context: Context) -> dict[str, Any]:
+    def known_request(self, context: Context) -> dict[str, Any]:
         request = xcom.own_xcom(context["ti"], xcom.REQUEST)
         return request if isinstance(request, dict) else self.build_request()
 
-    def delivered_fingerprint(self, context: Context) -> str | None:
+    def known_fingerprint(self, context: Context) -> str | None:
         return xcom.own_xcom(context["ti"], xcom.FINGERPRINT)
 
     def _submit_then_wait(self, context: Context, generation: Generation, capacity: CapacityWait) -> dict[str, Any]:
+        from airflow_provider_ltx2.events import finished_video
+        from airflow_provider_ltx2.lifecycle import RequestRecord, wait_in_worker
+
         record = RequestRecord.of(context)
         submitted = generation.paid_job(record, capacity, self._defer_for_capacity if self.deferrable else None)
         job = submitted.job
@@ -215,6 +228,8 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the video trigger: deliver, then forget the paid request (it is done)."""
+        from airflow_provider_ltx2.lifecycle import RequestRecord
+
         result = super().execute_complete(context, event)
         RequestRecord.of(context).forget()
         return result

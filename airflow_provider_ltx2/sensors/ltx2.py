@@ -9,11 +9,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_provider_ltx2.api.jobs import Job
-from airflow_provider_ltx2.delivery import failure_reported
-from airflow_provider_ltx2.events import finished_video
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
-from airflow_provider_ltx2.lifecycle import poll_once
 from airflow_provider_ltx2.links import Ltx2VideoLink
 from airflow_provider_ltx2.tasks import Ltx2TaskMixin
 from airflow_provider_ltx2.waits import (
@@ -94,6 +91,12 @@ class Ltx2VideoSensor(Ltx2TaskMixin, BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         """One poll; past the deadline it keeps saying "not yet" and Airflow's sensor timeout ends the task."""
+        from airflow_provider_ltx2.delivery import (
+            failure_reported,  # task-time modules, imported at run time, not at DAG-parse time
+        )
+        from airflow_provider_ltx2.events import finished_video
+        from airflow_provider_ltx2.lifecycle import poll_once
+
         with failure_reported(context):
             step = poll_once(self.hook, self.wait, self.log)
             self.wait = step.wait
@@ -104,7 +107,7 @@ class Ltx2VideoSensor(Ltx2TaskMixin, BaseSensorOperator):
             delivered = finished_video(self.wait.job, step.finished_status(), self.submission.get("submitted_at"))
             return PokeReturnValue(is_done=True, xcom_value=self.finish(context, delivered))
 
-    def delivered_request(self, context: Context) -> dict[str, Any] | None:
+    def known_request(self, context: Context) -> dict[str, Any] | None:
         return self.submission.get("request")
 
     def lineage_request_id(self) -> Any:
