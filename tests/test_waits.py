@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 
+from airflow_provider_ltx2.api.jobs import JobStatus
 from airflow_provider_ltx2.exceptions import (
     Ltx2AuthError,
     Ltx2Error,
@@ -125,12 +126,18 @@ def test_a_run_of_unknown_statuses_gives_up_after_the_limit_and_names_the_reques
     assert LEGACY_JOB.request_id in str(step.error)
 
 
-def test_status_news_only_when_the_status_changes() -> None:
+def news_of(polls: list[tuple[float, JobStatus]]) -> list[str | None]:
+    """The news of a run of polls (seconds after the start, answer), each step carrying the wait on."""
     wait, news = WAIT, []
-    for seconds, answer in [(0, QUEUED), (10, QUEUED), (20, RUNNING), (30, RUNNING), (45, SUCCEEDED)]:
+    for seconds, answer in polls:
         step = after_poll(wait, answer, CLOCK_START + seconds)
         wait = step.wait
         news.append(step.news)
+    return news
+
+
+def test_status_news_only_when_the_status_changes() -> None:
+    news = news_of([(0, QUEUED), (10, QUEUED), (20, RUNNING), (30, RUNNING), (45, SUCCEEDED)])
 
     assert news == [
         "LTX-2 request ltx2-v-7a3b is queued after 0s",
@@ -142,11 +149,8 @@ def test_status_news_only_when_the_status_changes() -> None:
 
 
 def test_each_new_unknown_status_word_is_news() -> None:
-    wait, news = WAIT, []
-    for answer in (unknown_status("WARMING_UP"), unknown_status("WARMING_UP"), unknown_status("RENDERING"), RUNNING):
-        step = after_poll(wait, answer, CLOCK_START)
-        wait = step.wait
-        news.append(step.news)
+    answers = [unknown_status("WARMING_UP"), unknown_status("WARMING_UP"), unknown_status("RENDERING"), RUNNING]
+    news = news_of([(0, answer) for answer in answers])
 
     assert news == [
         "LTX-2 request ltx2-v-7a3b is 'WARMING_UP' after 0s",
