@@ -78,21 +78,13 @@ class Attempts:
     ends and ``attempts.result(outcome)`` gives the reply (or raises for a transport failure).
     """
 
-    def __init__(
-        self,
-        policy: RetryPolicy,
-        *,
-        paid: bool,
-        action: str,
-        deadline: float | None = None,
-        started: float | None = None,
-    ):
+    def __init__(self, policy: RetryPolicy, *, paid: bool, action: str, deadline: float | None = None):
         self.policy = policy
         self.paid = paid
         self.action = action
         self.deadline = deadline
         self.attempt = 0
-        self.started = time.time() if started is None else started  # when the first attempt was sent
+        self.started = time.time()
         self.outage_started: float | None = None  # first failure that was not throttling
 
     def next_delay(self, outcome: Reply | TransportFailure) -> float | None:

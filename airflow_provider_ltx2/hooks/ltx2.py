@@ -370,20 +370,11 @@ class Ltx2Hook(BaseHook):
             return TransportFailure(gateway.redact(detail), never_sent, untrusted)
 
     async def _acall(self, call: Call, *, action: str, paid: bool = False, deadline: float | None = None) -> Reply:
-        """The async twin of ``_call``: the same ``Attempts`` decide every retry.
-
-        A triggerer makes thousands of these calls a second and nearly all are answered at the first try: the
-        retry loop is set up only when the first answer asks for it (``Attempts`` would decide the same).
-        """
-        started = time.time()
-        outcome = await self._asend(call)
-        if type(outcome) is Reply and not self.retry_policy.should_retry(outcome, paid):
-            return outcome
-        attempts = Attempts(self.retry_policy, paid=paid, action=action, deadline=deadline, started=started)
-        while (delay := attempts.next_delay(outcome)) is not None:
+        """The async twin of ``_call``: the same ``Attempts`` decide every retry."""
+        attempts = Attempts(self.retry_policy, paid=paid, action=action, deadline=deadline)
+        while (delay := attempts.next_delay(outcome := await self._asend(call))) is not None:
             self.log.warning("%s; retrying in %.1fs", attempts.describe(outcome), delay)
             await asyncio.sleep(delay)
-            outcome = await self._asend(call)
         return attempts.result(outcome)
 
     async def aget_status(self, job: Job, deadline: float | None = None) -> JobStatus:
