@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ltx2 import metrics, storage
@@ -122,8 +123,9 @@ class Generation:
         image = ImageInput(request["image_url"], image_conn_id, expires_in=image_url_expires_in)
         return cls(hook, request, image, log)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
+        """What the sidecar records of this request and its image (hashed once: reuse and XCom both ask)."""
         return storage.fingerprint(self.request, self.image)
 
     def reusable(self, output_uri: str, output_conn_id: str | None) -> dict[str, Any] | None:
