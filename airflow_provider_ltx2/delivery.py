@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import Asset
 from airflow_provider_ltx2 import metrics, storage, xcom
 from airflow_provider_ltx2.api.media import is_mp4
 from airflow_provider_ltx2.events import Delivered
-from airflow_provider_ltx2.exceptions import Ltx2Error
+from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2GenerationFailed
 from airflow_provider_ltx2.links import Ltx2VideoLink
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def save_video(hook: Ltx2Hook, video_url: str, output_uri: str, output_conn_id: 
         nonlocal size
         for chunk in hook.stream(video_url):
             if size == 0 and not is_mp4(chunk):
-                raise Ltx2Error(f"The LTX-2 result at {video_url} is not an MP4 (no 'ftyp' box).")
+                raise Ltx2GenerationFailed(f"The LTX-2 result at {video_url} is not an MP4 (no 'ftyp' box).")
             size += len(chunk)
             digest.update(chunk)
             yield chunk
@@ -74,6 +74,23 @@ def deliver(
     fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """Save the video (and its sidecar) where asked, publish it, and build the result dict."""
+    result = store(
+        hook, delivered, request=request, output_uri=output_uri, output_conn_id=output_conn_id, fingerprint=fingerprint
+    )
+    publish(context, result, outlets)
+    return result
+
+
+def store(
+    hook: Ltx2Hook,
+    delivered: Delivered,
+    *,
+    request: dict[str, Any] | None,
+    output_uri: str | None,
+    output_conn_id: str | None,
+    fingerprint: str | None,
+) -> dict[str, Any]:
+    """Save the video and its sidecar where asked (a batch row or a task's video alike); the result dict."""
     try:
         submitted = datetime.fromisoformat(delivered.submitted_at or "")
         metrics.seconds(
@@ -92,7 +109,6 @@ def deliver(
     result = result_dict(delivered, request=request, output_uri=output_uri, size=size)
     if output_uri and sha256:
         storage.write_sidecar(output_uri, output_conn_id, storage.sidecar(result, fingerprint, sha256))
-    publish(context, result, outlets)
     return result
 
 

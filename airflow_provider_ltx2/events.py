@@ -17,6 +17,7 @@ EVENT_SUCCEEDED = "succeeded"
 EVENT_FAILED = "failed"
 EVENT_TIMEOUT = "timeout"
 EVENT_ERROR = "error"
+EVENT_BATCH = "batch"
 EVENT_CAPACITY = "room"  # the 0.2 names ("room") stay: events and kwargs in flight are stored with them
 
 
@@ -139,3 +140,67 @@ def read_event(event: Any) -> Delivered:
     if kind == EVENT_ERROR:
         raise _error_classes().get(str(event.get("error_class")), Ltx2Error)(str(event.get("message")))
     raise Ltx2Error(f"Unknown status {kind!r} in the event from the LTX-2 trigger: {event!r}")
+
+
+@dataclass(frozen=True)
+class BatchWake:
+    """What ``Ltx2BatchTrigger`` woke a batch task with: its progress as carried, the jobs that ended (a video
+    or an error each), its deadline, and its wait for capacity, if any."""
+
+    progress: dict[str, Any]
+    ended: dict[str, Delivered | Ltx2Error]
+    deadline: float
+    deadline_limit: str
+    capacity: CapacityWait | None
+
+
+def batch_event(
+    progress: dict[str, Any],
+    ended: dict[str, dict[str, Any]],
+    *,
+    woken_by: str,
+    deadline: float,
+    deadline_limit: str,
+    capacity: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """``Ltx2BatchTrigger``'s event: the jobs that ended (each as the video trigger's event) and the batch's
+    progress and deadline as the trigger was given them (``woken_by``: finish, timer)."""
+    return {
+        "status": EVENT_BATCH,
+        "woken_by": woken_by,
+        "batch": progress,
+        "ended": ended,
+        "deadline": deadline,
+        "deadline_limit": deadline_limit,
+        "capacity": capacity,
+    }
+
+
+def read_batch_event(event: Any) -> BatchWake:
+    """Read the batch trigger's event; an error event (no connection, no key) is raised."""
+    if isinstance(event, dict) and event.get("status") == EVENT_ERROR:
+        raise _error_classes().get(str(event.get("error_class")), Ltx2Error)(str(event.get("message")))
+    fields_ok = (
+        isinstance(event, dict)
+        and event.get("status") == EVENT_BATCH
+        and isinstance(event.get("batch"), dict)
+        and isinstance(event.get("ended"), dict)
+        and isinstance(event.get("deadline"), (int, float))
+        and isinstance(event.get("capacity"), (dict, type(None)))
+    )
+    if not fields_ok:
+        raise Ltx2Error(f"Malformed event from the LTX-2 batch trigger: {str(event)[:500]}")
+    ended: dict[str, Delivered | Ltx2Error] = {}
+    for request_id, job_event in event["ended"].items():
+        try:
+            ended[str(request_id)] = read_event(job_event)
+        except Ltx2Error as error:
+            ended[str(request_id)] = error
+    capacity = event["capacity"]
+    return BatchWake(
+        event["batch"],
+        ended,
+        float(event["deadline"]),
+        str(event.get("deadline_limit") or "timeout"),
+        None if capacity is None else CapacityWait.from_dict(capacity),
+    )

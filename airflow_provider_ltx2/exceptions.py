@@ -33,6 +33,25 @@ class Ltx2SubmitUnconfirmed(Ltx2Error, AirflowFailException):
     """The submit may have been accepted (and charged) but no answer confirmed it: not resent, not retried."""
 
 
+class Ltx2HttpError(Ltx2Error):
+    """A URL the task reads (the finished video, a public image) answered with an HTTP error ``status``."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Ltx2BudgetExceeded(Ltx2Error, AirflowFailException):
+    """A batch's rows still to generate cost more than its ``max_cost_usd``: nothing was paid."""
+
+
+class Ltx2BatchFailed(Ltx2GenerationFailed, AirflowFailException):
+    """More rows of a batch failed than its ``max_failed_items`` allows; its videos and manifest are kept.
+
+    Not retried: a retry would pay again for the failed rows. Clear the task to try them anew.
+    """
+
+
 class Ltx2Timeout(Ltx2Error):
     """The video was not ready before the deadline."""
 

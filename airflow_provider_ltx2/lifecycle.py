@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from airflow_provider_ltx2 import metrics, storage
 from airflow_provider_ltx2.api.jobs import Job, JobState, JobStatus
 from airflow_provider_ltx2.api.request import build_request
 from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
-from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2GenerationFailed, Ltx2Throttled
+from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2GenerationFailed, Ltx2Throttled, Ltx2ValidationError
 from airflow_provider_ltx2.storage import ImageInput, image_input
 from airflow_provider_ltx2.waits import CapacityWait, Next, PollStep, Wait, after_poll, utc_now_iso
 
@@ -37,26 +37,17 @@ class Submitted:
     submitted_at: str | None
 
 
-class RequestRecord:
-    """The paid request of one task instance, kept across its tries: the one owner of that record.
+class StateRecord:
+    """One record of a task instance in Airflow 3.3's ``task_state_store``, which survives retries (keyed by
+    run, task and map index); before 3.3 there is no store, and the record does nothing."""
 
-    Airflow 3.3's ``task_state_store`` survives retries (keyed by run, task and map index), so a retry
-    finds the request an earlier try paid for and reattaches instead of paying again. Before 3.3 there is
-    no store: the record does nothing, and every try submits anew.
+    key: str  # the record's key in the store, set by each kind of record
 
-    Airflow 3.3's ``ResumableJobMixin`` keeps such a record too. It is not used: it decides on the stored job
-    id alone, while a retry must also check that the templated request is unchanged (a fixed prompt must
-    not reattach to the old video); its ``poll_until_complete`` blocks a worker, where the operator waits
-    for capacity and for the video in the triggerer; and it keeps the id after success, which would make a
-    cleared task reattach silently.
-    """
-
-    def __init__(self, store: Any, key: str = STATE_KEY) -> None:
+    def __init__(self, store: Any) -> None:
         self.store = store
-        self.key = key
 
     @classmethod
-    def of(cls, context: Mapping[str, Any]) -> RequestRecord:
+    def of(cls, context: Mapping[str, Any]) -> Self:
         return cls(context.get("task_state_store"))
 
     @property
@@ -68,15 +59,33 @@ class RequestRecord:
         saved = self.store.get(self.key) if self.store is not None else None
         return saved if isinstance(saved, dict) else None
 
-    def save(self, submitted: Submitted, request: Mapping[str, Any]) -> None:
+    def put(self, record: dict[str, Any]) -> None:
         if self.store is not None:
-            record = {**submitted.job.to_dict(), "request": dict(request), "submitted_at": submitted.submitted_at}
             self.store.set(self.key, record)
 
     def forget(self) -> None:
         """Delivered, or handed off: a cleared or rerun task must submit anew, not reattach to this job."""
         if self.store is not None:
             self.store.delete(self.key)
+
+
+class RequestRecord(StateRecord):
+    """The paid request of one task instance, kept across its tries: the one owner of that record.
+
+    A retry finds the request an earlier try paid for and reattaches instead of paying again; before
+    Airflow 3.3 every try submits anew.
+
+    Airflow 3.3's ``ResumableJobMixin`` keeps such a record too. It is not used: it decides on the stored job
+    id alone, while a retry must also check that the templated request is unchanged (a fixed prompt must
+    not reattach to the old video); its ``poll_until_complete`` blocks a worker, where the operator waits
+    for capacity and for the video in the triggerer; and it keeps the id after success, which would make a
+    cleared task reattach silently.
+    """
+
+    key = STATE_KEY
+
+    def save(self, submitted: Submitted, request: Mapping[str, Any]) -> None:
+        self.put({**submitted.job.to_dict(), "request": dict(request), "submitted_at": submitted.submitted_at})
 
 
 class Generation:
@@ -86,11 +95,14 @@ class Generation:
     record, the sidecar and the logs see. The gateway gets ``image.url_for_gateway()``, made per attempt.
     """
 
-    def __init__(self, hook: Ltx2Hook, request: dict[str, Any], image: ImageInput, log: Any) -> None:
+    def __init__(
+        self, hook: Ltx2Hook, request: dict[str, Any], image: ImageInput, log: Any, *, examine_image: bool = True
+    ) -> None:
         self.hook = hook
         self.request = request
         self.image = image
         self.log = log  # the task's log: what a user reads of its steps
+        self.examine_image = examine_image  # check_image: the image is read before paying
 
     @classmethod
     def prepare(
@@ -101,13 +113,15 @@ class Generation:
         image_conn_id: str | None,
         image_url_expires_in: int,
         log: Any,
+        examine_image: bool = True,
     ) -> Generation:
-        """Validate the request fields and identify the image; no gateway call, nothing paid.
+        """Validate the request fields and identify an object-storage image; no gateway call, nothing paid.
 
         Raises ``Ltx2ValidationError`` naming the field, the value and what is accepted.
         """
         request = build_request(**fields)
-        return cls(hook, request, image_input(request["image_url"], image_conn_id, image_url_expires_in), log)
+        image = image_input(request["image_url"], image_conn_id, image_url_expires_in)
+        return cls(hook, request, image, log, examine_image=examine_image)
 
     @classmethod
     def resumed(
@@ -125,7 +139,22 @@ class Generation:
 
     @cached_property
     def fingerprint(self) -> str:
-        """What the sidecar records of this request and its image (hashed once: reuse and XCom both ask)."""
+        """What the sidecar records of this request and its image (hashed once: reuse and XCom both ask).
+
+        A public image is read once for it and known by its bytes, so a new image published at the same URL
+        is a new generation. One the worker cannot read (``check_image=False``: only the gateway can reach
+        it) is known by its URL alone, and the log says so.
+        """
+        try:
+            self.image = storage.identified_by_content(self.image, lambda url: self.hook.stream(url, "the image"))
+        except Ltx2ValidationError:
+            if self.examine_image:
+                raise
+            self.log.warning(
+                "The image %s cannot be read from this worker (check_image=False): a video is reused for the same "
+                "URL even if the image behind it changed.",
+                self.image.uri,
+            )
         return storage.fingerprint(self.request, self.image)
 
     def reusable(self, output_uri: str, output_conn_id: str | None) -> dict[str, Any] | None:

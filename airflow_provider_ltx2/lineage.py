@@ -117,3 +117,47 @@ def _lineage(hook: Ltx2Hook, request_id: Any, request: Any, result: Mapping[str,
             externalQueryId=request_id, source=hook.gateway.base_url
         )
     return lineage
+
+
+BATCH_FACET = "ltx2_batch"
+
+
+@define
+class Ltx2BatchRunFacet(RunFacet):
+    """A batch's outcome: its rows by fate, what it paid, what it was estimated at, and its manifest."""
+
+    total: int
+    generated: int
+    reused: int
+    failed: int
+    planned: int
+    costUsd: float
+    estimatedCostUsd: float
+    manifestUri: str
+
+
+def batch_lineage(requests: Any, output_prefix: Any, result: Mapping[str, Any] | None) -> OperatorLineage:
+    """A batch task's lineage from the operator as it finished: the request table (a file) in, the output
+    prefix out, its counts and cost as a run facet. Nothing is read back from XCom."""
+    lineage: OperatorLineage = OperatorLineage()
+    if isinstance(requests, str) and requests:
+        lineage.inputs.append(Dataset(*dataset_name(requests)))
+    if isinstance(output_prefix, str) and output_prefix:
+        facets: dict[str, Any] = {}
+        if result:
+            videos = int(result["generated"]) + int(result["reused"])
+            facets["outputStatistics"] = OutputStatisticsOutputDatasetFacet(rowCount=videos, fileCount=videos)
+        namespace, name = dataset_name(output_prefix.rstrip("/"))
+        lineage.outputs.append(OutputDataset(namespace=namespace, name=name, outputFacets=facets))
+    if result:
+        lineage.run_facets[BATCH_FACET] = Ltx2BatchRunFacet(
+            total=result["total"],
+            generated=result["generated"],
+            reused=result["reused"],
+            failed=result["failed"],
+            planned=result["planned"],
+            costUsd=result["cost_usd"],
+            estimatedCostUsd=result["estimated_cost_usd"],
+            manifestUri=result["manifest_uri"],
+        )
+    return lineage

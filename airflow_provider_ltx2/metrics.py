@@ -12,6 +12,7 @@ from airflow.providers.common.compat.sdk import Stats
 PAID_SUBMITS = "ltx2.submits"  # accepted submits: each one is paid for
 THROTTLED_SUBMITS = "ltx2.submits_throttled"  # submit attempts the gateway refused for capacity (free)
 REUSED_VIDEOS = "ltx2.videos_reused"  # results served from an earlier run's video, no gateway call
+BATCH_ROWS_FAILED = "ltx2.batch_rows_failed"  # rows of a batch whose generation failed (the batch goes on)
 FAILURES = "ltx2.failures"  # tagged/suffixed by kind: the error class, e.g. ltx2.failures.Ltx2Timeout
 GENERATION_SECONDS = "ltx2.generation_seconds"  # submit accepted -> video ready (timer)
 DOWNLOAD_SECONDS = "ltx2.download_seconds"  # streaming the MP4 to output_uri (timer)

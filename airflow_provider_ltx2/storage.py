@@ -18,13 +18,13 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ltx2.api.media import image_kind
 from airflow_provider_ltx2.api.request import is_public_url
 from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
-from airflow_provider_ltx2.exceptions import Ltx2ValidationError
+from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2HttpError, Ltx2ValidationError
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 DEFAULT_IMAGE_URL_EXPIRES_IN = 3600
 HEAD_BYTES = 16  # enough for the JPEG and PNG signatures
 HASH_CHUNK_BYTES = 1024 * 1024
+MAX_IMAGE_BYTES = 50 << 20  # a bound, so a wrong URL (a video, an archive) is not read whole to identify it
 SIDECAR_SUFFIX = ".json"
 SIDECAR_VERSION = 1
 
@@ -44,16 +45,26 @@ def _path(uri: str, conn_id: str | None) -> ObjectStoragePath:
 
 @dataclass(frozen=True)
 class ImageInput:
-    """The task's image: the URI as given, what identifies its content, and how the gateway gets it."""
+    """The task's image: the URI as given, what identifies its content, and how the gateway gets it.
+
+    ``head``: the image's first bytes when they were read while identifying it, so the check reads nothing
+    more.
+    """
 
     uri: str
     conn_id: str | None = None
     identity: Mapping[str, Any] = field(default_factory=dict)
     expires_in: int = DEFAULT_IMAGE_URL_EXPIRES_IN
+    head: bytes | None = None
 
     @property
     def private(self) -> bool:
         return not is_public_url(self.uri)
+
+    @property
+    def known_by_content(self) -> bool:
+        """Whether the identity says what the image is (content or store version), not only where it is."""
+        return set(self.identity) != {"url"}
 
     def url_for_gateway(self) -> str:
         """The URL the gateway fetches: the public URL, or a signed URL made now (never store or log it)."""
@@ -70,7 +81,8 @@ class ImageInput:
 
 
 def image_input(uri: str, conn_id: str | None, expires_in: int) -> ImageInput:
-    """Identify the image (object storage: its URI, size and ETag or modification time); no gateway call."""
+    """Identify an object-storage image by its URI, size and ETag or modification time; a public URL is
+    known by its URL until ``identified_by_content`` reads it. No gateway call."""
     if not isinstance(expires_in, int) or isinstance(expires_in, bool) or not 60 <= expires_in <= 7 * 24 * 3600:
         raise Ltx2ValidationError(
             f"image_url_expires_in={expires_in!r}: accepted values are whole seconds from 60 to 604800 (7 days)."
@@ -91,6 +103,36 @@ def image_input(uri: str, conn_id: str | None, expires_in: int) -> ImageInput:
     return ImageInput(uri, conn_id, identity, expires_in)
 
 
+def identified_by_content(image: ImageInput, read: Callable[[str], Iterable[bytes]]) -> ImageInput:
+    """A public image identified by its bytes' sha256 and size, read once without the key.
+
+    A product photo replaced at the same URL is a new image: a URL alone would hand back the old video.
+    The bytes are hashed rather than trusting an ``ETag``, which some hosts omit or derive from the path.
+    ``read(url)`` yields the body (the hook's ``stream``); its first bytes are kept for the image check.
+    Raises ``Ltx2ValidationError`` when the image cannot be fetched or is larger than the gateway accepts.
+    """
+    import hashlib
+
+    if image.private or image.known_by_content:
+        return image
+    digest, size, head = hashlib.sha256(), 0, b""
+    try:
+        for chunk in read(image.uri):
+            head += chunk[: HEAD_BYTES - len(head)]
+            size += len(chunk)
+            if size > MAX_IMAGE_BYTES:
+                raise _bad_image(image.uri, f"larger than {MAX_IMAGE_BYTES >> 20} MiB")
+            digest.update(chunk)
+    except Ltx2HttpError as error:
+        raise _bad_image(image.uri, "not found (HTTP 404)" if error.status == 404 else f"HTTP {error.status}") from None
+    except Ltx2ValidationError:
+        raise
+    except Ltx2Error as error:
+        raise _bad_image(image.uri, f"cannot be fetched ({error})") from None
+    identity = {"url": image.uri, "sha256": digest.hexdigest(), "size": size}
+    return replace(image, identity=identity, head=head)
+
+
 def _bad_image(uri: str, problem: str, skippable: bool = True) -> Ltx2ValidationError:
     """The error for an unusable image; ``skippable`` when ``check_image=False`` would not have met it."""
     hint = " (check_image=False skips this check for images only the gateway can reach)" if skippable else ""
@@ -107,7 +149,9 @@ def check_image(image: ImageInput, read_head: Callable[[str, int], tuple[int, by
     """
     import requests
 
-    if image.private:
+    if image.head is not None:
+        head = image.head
+    elif image.private:
         try:
             with _path(image.uri, image.conn_id).open("rb", block_size=HEAD_BYTES) as source:  # not a 50 MiB block
                 head = source.read(HEAD_BYTES)
@@ -199,6 +243,16 @@ def write_sidecar(output_uri: str, conn_id: str | None, fields: Mapping[str, Any
         json.dump(fields, out, indent=2, sort_keys=True)
 
 
+def read_sidecar(output_uri: str, conn_id: str | None) -> dict[str, Any] | None:
+    """The sidecar next to ``output_uri`` as written (not checked against the MP4), or None."""
+    try:
+        with _path(sidecar_uri(output_uri), conn_id).open("r") as source:
+            saved = json.load(source)
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def reusable(output_uri: str, conn_id: str | None, fingerprint_: str) -> dict[str, Any] | None:
     """The sidecar of an earlier run that made this very video, if the MP4 is still the one it describes.
 
@@ -207,11 +261,10 @@ def reusable(output_uri: str, conn_id: str | None, fingerprint_: str) -> dict[st
     """
     import hashlib
 
+    saved = read_sidecar(output_uri, conn_id)
+    if saved is None or saved.get("fingerprint") != fingerprint_:
+        return None
     try:
-        with _path(sidecar_uri(output_uri), conn_id).open("r") as source:
-            saved = json.load(source)
-        if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint_:
-            return None
         video = _path(output_uri, conn_id)
         if video.size() != saved.get("bytes"):
             return None

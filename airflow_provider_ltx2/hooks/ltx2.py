@@ -28,7 +28,7 @@ from airflow_provider_ltx2.api.connection import Gateway, gateway_from_connectio
 from airflow_provider_ltx2.api.jobs import Job, JobStatus, parse_status, parse_submission
 from airflow_provider_ltx2.api.replies import Reply, TransportFailure, error_for_reply, gateway_message
 from airflow_provider_ltx2.api.retries import Attempts, RetryPolicy
-from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2TransientError
+from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2HttpError, Ltx2TransientError
 from airflow_provider_ltx2.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 
 if TYPE_CHECKING:
@@ -245,12 +245,13 @@ class Ltx2Hook(BaseHook):
         with self._session.get(url, headers=headers, stream=True, timeout=timeout, **self._session_settings) as got:
             return got.status_code, got.raw.read(size, decode_content=True) if got.status_code in (200, 206) else b""
 
-    def stream(self, url: str) -> Iterator[bytes]:
-        """The body of a public URL (the finished video), chunk by chunk, fetched without the key.
+    def stream(self, url: str, what: str = "the LTX-2 video") -> Iterator[bytes]:
+        """The body of a public URL (the finished video, a public image), chunk by chunk, fetched without the key.
 
-        Raises ``Ltx2Error`` for an answer other than 200 or a body shorter than its ``Content-Length``,
-        ``Ltx2TransientError`` for a transfer that broke. Where the bytes go is the caller's business
-        (``delivery.save_video`` writes them to object storage); stopping early closes the connection.
+        Raises ``Ltx2HttpError`` for an answer other than 200, ``Ltx2Error`` for a body shorter than its
+        ``Content-Length``, ``Ltx2TransientError`` for a transfer that broke (with its reason). Where the bytes
+        go is the caller's business (``delivery.save_video`` writes them to object storage); stopping early
+        closes the connection.
         """
         import requests
 
@@ -258,16 +259,18 @@ class Ltx2Hook(BaseHook):
         try:
             with self._session.get(url, stream=True, timeout=timeout, **self._session_settings) as response:
                 if response.status_code != 200:
-                    raise Ltx2Error(f"Downloading the LTX-2 video {url} failed: HTTP {response.status_code}")
+                    raise Ltx2HttpError(
+                        f"Downloading {what} {url} failed: HTTP {response.status_code}", status=response.status_code
+                    )
                 size = 0
                 for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
                     size += len(chunk)
                     yield chunk
                 expected = response.headers.get("Content-Length")
                 if expected is not None and int(expected) != size:
-                    raise Ltx2Error(f"The LTX-2 video download stopped after {size} of {expected} bytes.")
+                    raise Ltx2Error(f"The download of {what} stopped after {size} of {expected} bytes.")
         except requests.RequestException as error:
-            raise Ltx2TransientError(f"Downloading the LTX-2 video {url} failed: {error}") from error
+            raise Ltx2TransientError(f"Downloading {what} {url} failed: {error}") from error
 
     # ---------------------------------------------------------------------------------- async side
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_ltx2 import metrics, xcom
 from airflow_provider_ltx2.api.request import build_request
-from airflow_provider_ltx2.contract import REQUEST_FIELDS
+from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD, REQUEST_FIELDS
+from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
-from airflow_provider_ltx2.links import Ltx2VideoLink
+from airflow_provider_ltx2.links import Ltx2BatchLink, Ltx2VideoLink
 from airflow_provider_ltx2.storage import DEFAULT_IMAGE_URL_EXPIRES_IN
 from airflow_provider_ltx2.tasks import Ltx2TaskMixin
 from airflow_provider_ltx2.waits import (
@@ -25,7 +28,10 @@ from airflow_provider_ltx2.waits import (
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
+    from airflow_provider_ltx2.batches.run import BatchRun, BatchSettings
+    from airflow_provider_ltx2.batches.table import Table
     from airflow_provider_ltx2.lifecycle import Generation
 
 
@@ -150,6 +156,7 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
                 image_conn_id=self.image_conn_id,
                 image_url_expires_in=self.image_url_expires_in,
                 log=self.log,
+                examine_image=self.check_image,
             )
             if self.reuse_existing and self.output_uri:
                 saved = generation.reusable(self.output_uri, self.output_conn_id)
@@ -160,7 +167,8 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
             # Read back on every resume: `airflow dags test` drops `defer(kwargs=...)`, and a decorated task's
             # request comes from a function that must not run twice.
             context["ti"].xcom_push(key=xcom.REQUEST, value=generation.request)
-            context["ti"].xcom_push(key=xcom.FINGERPRINT, value=generation.fingerprint)
+            if self.output_uri:  # the sidecar's: without an output there is none, and no image to read whole
+                context["ti"].xcom_push(key=xcom.FINGERPRINT, value=generation.fingerprint)
             Ltx2VideoLink.persist(context, None)  # the extra link reads it before the video exists
             return self._submit_then_wait(context, generation, CapacityWait.for_deadline(deadline, self.poll_interval))
 
@@ -242,3 +250,255 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
             method_name="retry_submit",
             timeout=None,  # the trigger enforces the absolute deadline itself
         )
+
+
+DEFAULT_BATCH_TIMEOUT = 24 * 3600.0  # a whole table, not one video: hours at a gateway running 2 at a time
+
+
+class Ltx2GenerateVideoBatchOperator(BaseOperator):
+    """Generate one video per row of a table, in one task; write the MP4s and a manifest under ``output_prefix``.
+
+    For tables larger than Airflow should map (``max_map_length`` is 1,024 by default, and the scheduler
+    slows long before). Every row is checked, reuse looked up and the price computed before the first paid
+    call; ``max_cost_usd`` refuses a batch that would cost more, ``dry_run`` only writes the plan. At most
+    ``max_concurrent_jobs`` generations are in flight; a freed slot is filled as soon as a poll sees it. Each
+    row is paid for once: its paid job is kept in the task state store (Airflow 3.3+) until its video is
+    delivered, and a delivered row is found again by its sidecar. Rows that fail are recorded in the
+    manifest and the batch goes on; with more than ``max_failed_items`` of them the task fails at the end.
+
+    :param requests: a list of dicts (an XComArg works), or the URI of a ``.jsonl`` or ``.csv`` file in any
+        object store (templated). A row has the request fields of ``Ltx2GenerateVideoOperator`` and an
+        optional ``id`` naming its video.
+    :param output_prefix: the folder for ``{id}.mp4``, its sidecar ``{id}.mp4.json`` and ``manifest.jsonl``
+        (templated).
+    :param requests_conn_id: connection of the object store behind a ``requests`` URI.
+    :param duration: default for rows that do not set it (likewise ``resolution``, ``aspect_ratio``, ``fps``,
+        ``generate_audio``; templated).
+    :param max_concurrent_jobs: generations in flight at the gateway at most (its limit per key is 2 by default).
+    :param max_cost_usd: fail with ``Ltx2BudgetExceeded`` before paying when the rows still to generate cost more.
+    :param max_failed_items: failed rows allowed before the task fails (at the end; everything made is kept).
+    :param dry_run: validate, look up reuse, price, write the manifest of the plan; pay nothing.
+    :param timeout: seconds for the whole batch from the try's start (default 24 h).
+    The other arguments are as on ``Ltx2GenerateVideoOperator``.
+    """
+
+    template_fields: Sequence[str] = (
+        "requests",
+        "requests_conn_id",
+        "output_prefix",
+        "output_conn_id",
+        "image_conn_id",
+        "duration",
+        "resolution",
+        "aspect_ratio",
+        "fps",
+        "generate_audio",
+    )
+    operator_extra_links = (Ltx2BatchLink(),)
+    ui_color = "#e9d5ff"
+
+    def __init__(
+        self,
+        *,
+        requests: Any,
+        output_prefix: str,
+        output_conn_id: str | None = None,
+        image_conn_id: str | None = None,
+        requests_conn_id: str | None = None,
+        ltx2_conn_id: str = Ltx2Hook.default_conn_name,
+        duration: int | str | None = None,
+        resolution: str | None = None,
+        aspect_ratio: str | None = None,
+        fps: int | str | None = None,
+        generate_audio: bool | str | None = None,
+        max_concurrent_jobs: int = 2,
+        max_cost_usd: float | None = None,
+        max_failed_items: int = 0,
+        dry_run: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float = DEFAULT_BATCH_TIMEOUT,
+        check_image: bool = True,
+        reuse_existing: bool = True,
+        image_url_expires_in: int = DEFAULT_IMAGE_URL_EXPIRES_IN,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_waiting_arguments(poll_interval, timeout, None)
+        check_batch_arguments(max_concurrent_jobs, max_cost_usd, max_failed_items)
+        self.requests = requests
+        self.output_prefix = output_prefix
+        self.output_conn_id = output_conn_id
+        self.image_conn_id = image_conn_id
+        self.requests_conn_id = requests_conn_id
+        self.ltx2_conn_id = ltx2_conn_id
+        self.duration = duration
+        self.resolution = resolution
+        self.aspect_ratio = aspect_ratio
+        self.fps = fps
+        self.generate_audio = generate_audio
+        self.max_concurrent_jobs = max_concurrent_jobs
+        self.max_cost_usd = max_cost_usd
+        self.max_failed_items = max_failed_items
+        self.plan_only = dry_run  # not ``self.dry_run``: BaseOperator has a method of that name
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.check_image = check_image
+        self.reuse_existing = reuse_existing
+        self.image_url_expires_in = image_url_expires_in
+        self.batch_result: dict[str, Any] | None = None  # what this instance returned: OpenLineage reads it
+
+    @cached_property
+    def hook(self) -> Ltx2Hook:
+        return Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id)
+
+    def _table(self) -> Table:
+        from airflow_provider_ltx2.batches.table import check_table, read_table
+
+        defaults = {name: getattr(self, name) for name in REQUEST_FIELDS if name not in ("image_url", "prompt")}
+        return check_table(read_table(self.requests, self.requests_conn_id), defaults, self.output_prefix)
+
+    def _settings(self) -> BatchSettings:
+        from airflow_provider_ltx2.batches.run import BatchSettings
+
+        return BatchSettings(
+            output_conn_id=self.output_conn_id,
+            image_conn_id=self.image_conn_id,
+            image_url_expires_in=self.image_url_expires_in,
+            check_image=self.check_image,
+            reuse_existing=self.reuse_existing,
+            max_concurrent_jobs=self.max_concurrent_jobs,
+            max_failed_items=self.max_failed_items,
+            poll_interval=self.poll_interval,
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_ltx2.batches.progress import BatchRecord
+        from airflow_provider_ltx2.batches.run import BatchRun, check_budget, survey, write_manifest
+        from airflow_provider_ltx2.delivery import failure_reported
+
+        with failure_reported(context):
+            deadline = Deadline.starting_now(self.timeout, self.execution_timeout)
+            table, settings, record = self._table(), self._settings(), BatchRecord.of(context)
+            earlier = None if self.plan_only else record.load_progress()
+            if earlier is not None and earlier.table == table.digest:
+                self.log.info(
+                    "Going on with the batch of an earlier try: %d of %d rows settled, %d in flight; no row is paid "
+                    "for again.",
+                    earlier.settled,
+                    earlier.total,
+                    len(earlier.in_flight),
+                )
+                return self._advance(context, BatchRun(self.hook, table, settings, earlier, record, self.log), deadline)
+            if earlier is not None:
+                self.log.warning(
+                    "The table changed since an earlier try: its %d jobs in flight are left to finish unused.",
+                    len(earlier.in_flight),
+                )
+            if not record.kept and not self.plan_only:
+                self.log.warning(
+                    "No task_state_store before Airflow 3.3: a retry of this batch finds the rows already delivered "
+                    "by their sidecars, but pays again for the rows in flight when it failed (up to "
+                    "max_concurrent_jobs=%d) and for its failed rows.",
+                    self.max_concurrent_jobs,
+                )
+            found = survey(self.hook, table, settings, self.log)
+            self.log.info(
+                "Batch of %d rows: %d to generate (estimate USD %.2f), %d reused; up to %d at a time.",
+                len(table.rows),
+                found.to_generate,
+                found.to_generate * PRICE_PER_VIDEO_USD,
+                len(found.reusable),
+                self.max_concurrent_jobs,
+            )
+            check_budget(table, found, self.max_cost_usd)
+            run = BatchRun.start(self.hook, table, settings, record, self.log, found)
+            if self.plan_only:
+                result = run.result(write_manifest(table, settings, run.plan_entries(found)))
+                self.log.info("Dry run: nothing was paid. The plan is in %s", table.manifest_uri)
+                self.batch_result = result
+                return result
+            record.save_progress(run.progress)
+            return self._advance(context, run, deadline)
+
+    def resume_batch(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the batch trigger: deliver what ended, fill the freed slots, defer again or finish."""
+        from airflow_provider_ltx2.batches.progress import BatchProgress, BatchRecord
+        from airflow_provider_ltx2.batches.run import BatchRun
+        from airflow_provider_ltx2.delivery import failure_reported
+        from airflow_provider_ltx2.events import read_batch_event
+
+        with failure_reported(context):
+            wake = read_batch_event(event)
+            progress = BatchProgress.from_dict(wake.progress)
+            table = self._table()
+            if table.digest != progress.table:
+                raise Ltx2ValidationError(
+                    "requests: the table changed while the batch waited in the triggerer; its rows must stay as they "
+                    "were when it started. Its jobs in flight are kept for a retry."
+                )
+            run = BatchRun(self.hook, table, self._settings(), progress, BatchRecord.of(context), self.log)
+            run.capacity = wake.capacity
+            run.settle(wake.ended)
+            run.report()
+            return self._advance(context, run, Deadline(wake.deadline, wake.deadline_limit))
+
+    def _advance(self, context: Context, run: BatchRun, deadline: Deadline) -> dict[str, Any]:
+        """Go on until the batch is done: in this worker, or deferring whenever its slots are full."""
+        if not self.deferrable:
+            run.in_worker(deadline)
+        else:
+            run.fill(deadline)
+        if not run.progress.done:
+            run.record.save_progress(run.progress)
+            self._defer_batch(run, deadline)
+        result = run.finish()
+        run.record.forget()  # the manifest is written: a cleared task starts anew, reusing what was made
+        self.batch_result = result
+        run.raise_if_too_many_failed(result)
+        return result
+
+    def _defer_batch(self, run: BatchRun, deadline: Deadline) -> None:
+        from airflow_provider_ltx2.triggers.ltx2 import Ltx2BatchTrigger  # not at DAG-parse time
+
+        capacity = run.capacity
+        wake_at = None if capacity is None else time.time() + capacity.fallback_delay(head=not run.progress.in_flight)
+        self.defer(
+            trigger=Ltx2BatchTrigger(
+                batch=run.progress.to_dict(),
+                deadline=deadline.at,
+                deadline_limit=deadline.limit,
+                ltx2_conn_id=self.ltx2_conn_id,
+                poll_interval=self.poll_interval,
+                wake_at=wake_at,
+                capacity=None if capacity is None else capacity.to_dict(),
+                retry_policy=self.hook.retry_policy.to_dict(),
+                read_timeout=self.hook.read_timeout,
+            ),
+            method_name="resume_batch",
+            timeout=None,  # the trigger enforces the absolute deadline itself
+        )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the request table in, the output prefix out, the counts and the cost as facets."""
+        from airflow_provider_ltx2 import lineage
+
+        return lineage.batch_lineage(self.requests, self.output_prefix, self.batch_result)
+
+
+def check_batch_arguments(max_concurrent_jobs: Any, max_cost_usd: Any, max_failed_items: Any) -> None:
+    """Fail at DAG parse time on batch arguments that could never work."""
+
+    def whole(value: Any, least: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+    if not whole(max_concurrent_jobs, 1):
+        raise Ltx2ValidationError(
+            f"max_concurrent_jobs={max_concurrent_jobs!r}: accepted values are whole numbers >= 1."
+        )
+    amount = isinstance(max_cost_usd, (int, float)) and not isinstance(max_cost_usd, bool) and max_cost_usd >= 0
+    if max_cost_usd is not None and not amount:
+        raise Ltx2ValidationError(f"max_cost_usd={max_cost_usd!r}: accepted values are None or an amount in USD >= 0.")
+    if not whole(max_failed_items, 0):
+        raise Ltx2ValidationError(f"max_failed_items={max_failed_items!r}: accepted values are whole numbers >= 0.")

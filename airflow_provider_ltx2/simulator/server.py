@@ -89,6 +89,13 @@ MAX_RECORDED_REQUESTS = 100
 MAX_BOX32 = 0xFFFFFFFF
 
 
+def prompt_outcome(prompt: Any) -> str | None:
+    """The outcome a prompt asks for with a ``[sim:fail]``-style marker, so one job of a batch can fail."""
+    if isinstance(prompt, str):
+        return next((outcome for outcome in OUTCOMES if f"[sim:{outcome}]" in prompt), None)
+    return None
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Configuration
 
@@ -401,7 +408,7 @@ class Simulator:
             protocol=cfg.protocol,
             created=time.time(),
             params=params,
-            outcome=cfg.outcome,
+            outcome=prompt_outcome(params.get("prompt")) or cfg.outcome,
             queue_seconds=cfg.queue_seconds,
             processing_seconds=cfg.processing_seconds,
             padding_bytes=cfg.video_padding_bytes,

@@ -1,7 +1,8 @@
 """The triggers: waiting in the triggerer, so no worker slot is held meanwhile.
 
 ``Ltx2VideoTrigger`` waits for a submitted generation; ``Ltx2CapacityTrigger`` waits for capacity at a
-gateway that answered a submit with 429. Neither ever submits: a triggerer re-runs a trigger from its
+gateway that answered a submit with 429; ``Ltx2BatchTrigger`` waits on every job a batch has in flight.
+None ever submits: a triggerer re-runs a trigger from its
 kwargs after a restart or a takeover, which would pay twice; the paid submit stays in the worker.
 """
 
@@ -22,7 +23,15 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_ltx2.api.connection import Gateway
 from airflow_provider_ltx2.api.jobs import Job, JobStatus
 from airflow_provider_ltx2.api.retries import RetryPolicy
-from airflow_provider_ltx2.events import EVENT_TIMEOUT, capacity_event, error_event, step_event
+from airflow_provider_ltx2.batches.progress import BatchProgress
+from airflow_provider_ltx2.events import (
+    EVENT_ERROR,
+    EVENT_TIMEOUT,
+    batch_event,
+    capacity_event,
+    error_event,
+    step_event,
+)
 from airflow_provider_ltx2.exceptions import Ltx2Error
 from airflow_provider_ltx2.hooks.ltx2 import READ_TIMEOUT, Ltx2Hook
 from airflow_provider_ltx2.waits import DEFAULT_POLL_INTERVAL, CapacityWait, Next, Wait, after_poll
@@ -160,6 +169,113 @@ class Ltx2CapacityTrigger(BaseTrigger):
             )
             return
         yield TriggerEvent(capacity_event(capacity, woken_by))
+
+
+class Ltx2BatchTrigger(BaseTrigger):
+    """Poll every job a batch has in flight, over one session; emit one event when any of them ends (a slot
+    to fill, a video to deliver), when the batch's wait for capacity is over (``wake_at``), or at the deadline.
+
+    The kwargs are the batch's progress (row ids, request ids, polling URLs, counts and the errors of failed
+    rows: no secret, and bounded by the jobs in flight and the failed rows, never by the table), echoed back
+    in the event, so a deferral needs no other store; the rest is as ``Ltx2VideoTrigger``'s.
+    """
+
+    def __init__(
+        self,
+        batch: dict[str, Any],
+        deadline: float,
+        deadline_limit: str = "timeout",
+        ltx2_conn_id: str = Ltx2Hook.default_conn_name,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        wake_at: float | None = None,
+        capacity: dict[str, Any] | None = None,
+        retry_policy: dict[str, Any] | None = None,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
+        super().__init__()
+        self.progress = BatchProgress.from_dict(batch)
+        self.deadline = deadline
+        self.deadline_limit = deadline_limit
+        self.ltx2_conn_id = ltx2_conn_id
+        self.poll_interval = poll_interval
+        self.wake_at = wake_at
+        self.capacity = capacity
+        self.retry_policy = RetryPolicy.from_dict(retry_policy)
+        self.read_timeout = read_timeout
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            _classpath(self),
+            {
+                "batch": self.progress.to_dict(),
+                "deadline": self.deadline,
+                "deadline_limit": self.deadline_limit,
+                "ltx2_conn_id": self.ltx2_conn_id,
+                "poll_interval": self.poll_interval,
+                "wake_at": self.wake_at,
+                "capacity": self.capacity,
+                "retry_policy": self.retry_policy.to_dict(),
+                "read_timeout": self.read_timeout,
+            },
+        )
+
+    def _event(self, ended: dict[str, dict[str, Any]], woken_by: str) -> TriggerEvent:
+        return TriggerEvent(
+            batch_event(
+                self.progress.to_dict(),
+                ended,
+                woken_by=woken_by,
+                deadline=self.deadline,
+                deadline_limit=self.deadline_limit,
+                capacity=self.capacity,
+            )
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = Ltx2Hook(self.ltx2_conn_id, retry_policy=self.retry_policy, read_timeout=self.read_timeout)
+        submitted_at = {flight.request_id: flight.submitted_at for flight in self.progress.in_flight}
+        waits = {
+            flight.request_id: Wait(
+                flight.job, deadline=self.deadline, poll_interval=self.poll_interval, limit=self.deadline_limit
+            )
+            for flight in self.progress.in_flight
+        }
+
+        async def answer(wait: Wait) -> JobStatus | Ltx2Error:
+            try:
+                return await hook.aget_status(wait.job, deadline=self.deadline)
+            except Ltx2Error as error:
+                return error
+
+        try:
+            async with hook.aconnect():
+                while True:
+                    wake_at = min(self.deadline, self.wake_at or self.deadline)
+                    if not waits:  # nothing in flight: only the wait for capacity (or the deadline) wakes the batch
+                        await asyncio.sleep(max(0.0, wake_at - time.time()))
+                        break
+                    ended: dict[str, dict[str, Any]] = {}
+                    delay = self.poll_interval
+                    replies = await asyncio.gather(*map(answer, waits.values()))
+                    for request_id, reply in zip(list(waits), replies, strict=True):
+                        step = after_poll(waits[request_id], reply, time.time())
+                        if step.news:
+                            self.log.info(step.news)
+                        if step.next is Next.POLL:
+                            waits[request_id] = step.wait
+                            delay = min(delay, step.delay)
+                        else:
+                            ended[request_id] = step_event(step, submitted_at[request_id])
+                    if ended:
+                        yield self._event(ended, "finish")
+                        return
+                    if time.time() >= wake_at:
+                        break
+                    await asyncio.sleep(max(0.0, min(delay, wake_at - time.time())))
+        except Ltx2Error as error:  # no connection, no key: the wait could not start
+            yield TriggerEvent({"status": EVENT_ERROR, "error_class": type(error).__name__, "message": str(error)})
+            return
+        yield self._event({}, "timer")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,406 @@
+"""A batch's rounds: survey the table (reuse, image checks, price), fill free slots with paid submits, settle
+finished jobs (download, sidecar, or a failed row), and write the manifest.
+
+Each row is one ``lifecycle.Generation``: the batch composes what the single operator does, it does not
+repeat it. ``BatchRun`` holds no per-row state but the table itself: the progress (``BatchProgress``) grows
+with the jobs in flight and the failed rows, and finished rows are found by their sidecars.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_ltx2 import metrics, storage
+from airflow_provider_ltx2.batches.progress import BatchProgress, BatchRecord, FailedRow, InFlight
+from airflow_provider_ltx2.batches.table import Row, Table
+from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
+from airflow_provider_ltx2.delivery import store
+from airflow_provider_ltx2.events import Delivered
+from airflow_provider_ltx2.exceptions import (
+    Ltx2BatchFailed,
+    Ltx2BudgetExceeded,
+    Ltx2Error,
+    Ltx2GenerationFailed,
+    Ltx2HttpError,
+    Ltx2SubmitUnconfirmed,
+    Ltx2Throttled,
+    Ltx2ValidationError,
+)
+from airflow_provider_ltx2.lifecycle import Generation, poll_once
+from airflow_provider_ltx2.storage import ImageInput, image_input
+from airflow_provider_ltx2.waits import CapacityWait, Deadline, Next, Wait, utc_now_iso
+
+if TYPE_CHECKING:
+    from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+
+PROGRESS_LOG_EVERY = 60.0
+GENERATED, REUSED, FAILED, PLANNED = "generated", "reused", "failed", "planned"
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """The operator's arguments a batch's rounds need (rendered)."""
+
+    output_conn_id: str | None
+    image_conn_id: str | None
+    image_url_expires_in: int
+    check_image: bool
+    reuse_existing: bool
+    max_concurrent_jobs: int
+    max_failed_items: int
+    poll_interval: float
+
+
+@dataclass
+class Survey:
+    """What the batch found before paying: the rows it can reuse and the fingerprints of the others."""
+
+    reusable: dict[str, dict[str, Any]] = field(default_factory=dict)  # row id -> its sidecar
+    fingerprints: dict[str, str] = field(default_factory=dict)  # row id -> fingerprint, rows to generate
+
+    @property
+    def to_generate(self) -> int:
+        return len(self.fingerprints)
+
+
+def survey(hook: Ltx2Hook, table: Table, settings: BatchSettings, log: Any) -> Survey:
+    """Look up reuse and check every image to generate from, before any paid call.
+
+    An image several rows share is read once. Raises ``Ltx2ValidationError`` naming the row for an image
+    that cannot be used; nothing is paid.
+    """
+    found = Survey()
+    images: dict[str, ImageInput] = {}
+    for row in table.rows:
+        try:
+            generation = row_generation(hook, row, settings, log, images.get(row.request["image_url"]))
+            saved = generation.reusable(row.output_uri, settings.output_conn_id) if settings.reuse_existing else None
+            if saved is None and settings.check_image:
+                generation.check_image()
+        except Ltx2ValidationError as error:
+            raise Ltx2ValidationError(f"Row {row.id!r} (row {row.number}): {error}") from None
+        images[row.request["image_url"]] = generation.image
+        if saved is not None:
+            found.reusable[row.id] = saved
+        else:
+            found.fingerprints[row.id] = generation.fingerprint
+    return found
+
+
+def row_generation(
+    hook: Ltx2Hook, row: Row, settings: BatchSettings, log: Any, image: ImageInput | None = None
+) -> Generation:
+    """The generation of one row (its request is already validated); ``image`` if already identified."""
+    if image is None:
+        image = image_input(row.request["image_url"], settings.image_conn_id, settings.image_url_expires_in)
+    return Generation(hook, row.request, image, log, examine_image=settings.check_image)
+
+
+def check_budget(table: Table, found: Survey, max_cost_usd: float | None) -> None:
+    """Refuse, before any paid call, a batch whose rows still to generate cost more than the budget."""
+    estimate = round(found.to_generate * PRICE_PER_VIDEO_USD, 2)
+    if max_cost_usd is not None and estimate > max_cost_usd:
+        raise Ltx2BudgetExceeded(
+            f"This batch would cost USD {estimate:.2f} ({found.to_generate} rows to generate at USD "
+            f"{PRICE_PER_VIDEO_USD:.2f}, {len(found.reusable)} reused of {len(table.rows)}), more than "
+            f"max_cost_usd={max_cost_usd:g}; nothing was paid. Raise max_cost_usd, or split the table."
+        )
+
+
+class BatchRun:
+    """A batch task instance's rounds, from its table, settings and progress (fresh or carried over)."""
+
+    def __init__(
+        self,
+        hook: Ltx2Hook,
+        table: Table,
+        settings: BatchSettings,
+        progress: BatchProgress,
+        record: BatchRecord,
+        log: Any,
+        found: Survey | None = None,
+    ) -> None:
+        self.hook = hook
+        self.table = table
+        self.settings = settings
+        self.progress = progress
+        self.record = record
+        self.log = log
+        self.found = found  # the survey, in the process that made it; later processes look rows up as they go
+        self.capacity: CapacityWait | None = None  # set while the gateway refuses submits for capacity
+        self.waits: dict[str, Wait] = {}
+
+    @classmethod
+    def start(
+        cls, hook: Ltx2Hook, table: Table, settings: BatchSettings, record: BatchRecord, log: Any, found: Survey
+    ) -> BatchRun:
+        progress = BatchProgress(
+            table=table.digest, started_at=utc_now_iso(), total=len(table.rows), estimated=found.to_generate
+        )
+        return cls(hook, table, settings, progress, record, log, found)
+
+    # ------------------------------------------------------------------------------------ submitting
+
+    def fill(self, deadline: Deadline) -> None:
+        """Submit the next rows into the free slots, skipping rows with a video to reuse.
+
+        A submit the gateway refuses for capacity stops the round (``self.capacity`` says until when);
+        a row the gateway refuses, or whose submit may have been charged unconfirmed, is a failed row.
+        """
+        progress = self.progress
+        if self.capacity is not None and time.time() < self.capacity.not_before():
+            return
+        while len(progress.in_flight) < self.settings.max_concurrent_jobs and progress.cursor < progress.total:
+            row = self.table.rows[progress.cursor]
+            try:
+                generation = row_generation(self.hook, row, self.settings, self.log)
+                fingerprint = self._fingerprint(row, generation)
+                if fingerprint is None:  # reused
+                    progress.cursor += 1
+                    progress.reused += 1
+                    metrics.count(metrics.REUSED_VIDEOS)
+                    continue
+                submitted = generation.submit()
+            except Ltx2Throttled as throttled:
+                self.capacity = self.capacity or CapacityWait(deadline.at, deadline.limit, self.settings.poll_interval)
+                self.capacity.throttled(throttled, self.log)  # raises Ltx2Timeout when the deadline leaves no chance
+                return
+            except (Ltx2ValidationError, Ltx2GenerationFailed, Ltx2SubmitUnconfirmed) as error:
+                self._fail(row.id, FailedRow(str(error)))
+                progress.cursor += 1
+                self.record.save_progress(progress)
+                continue
+            if self.capacity is not None:
+                self.capacity.got_in(self.log)
+                self.capacity = None
+            job = submitted.job
+            progress.in_flight.append(
+                InFlight(row.id, job.request_id, job.polling_url, submitted.submitted_at, fingerprint)
+            )
+            progress.paid += 1
+            progress.cursor += 1
+            self.record.save_progress(progress)  # at once: a retry must find every paid job
+
+    def _fingerprint(self, row: Row, generation: Generation) -> str | None:
+        """The row's fingerprint, or None when an earlier run's video of it can be reused."""
+        if self.found is not None:
+            return None if row.id in self.found.reusable else self.found.fingerprints[row.id]
+        if self.settings.reuse_existing and generation.reusable(row.output_uri, self.settings.output_conn_id):
+            return None
+        return generation.fingerprint
+
+    # ------------------------------------------------------------------------------------ settling
+
+    def settle(self, ended: Mapping[str, Delivered | Ltx2Error]) -> None:
+        """Deliver the finished videos and record the failed rows; their slots are free afterwards.
+
+        A generation that failed, an input the model rejected, or a video that cannot be fetched is a failed
+        row; an outage or the deadline stops the batch (raised), its jobs still recorded for a retry.
+        """
+        if not ended:
+            return
+        progress = self.progress
+        for flight in list(progress.in_flight):
+            outcome = ended.get(flight.request_id)
+            if outcome is None:
+                continue
+            if isinstance(outcome, Ltx2GenerationFailed):
+                self._fail(flight.row, FailedRow(str(outcome), flight.request_id, flight.submitted_at, utc_now_iso()))
+            elif isinstance(outcome, Ltx2Error):
+                raise outcome
+            else:
+                self._deliver(self.table.row(flight.row), flight, outcome)
+            progress.in_flight.remove(flight)
+            self.waits.pop(flight.request_id, None)
+        self.record.save_progress(progress)
+
+    def _deliver(self, row: Row, flight: InFlight, delivered: Delivered) -> None:
+        try:
+            store(
+                self.hook,
+                replace(delivered, submitted_at=flight.submitted_at),
+                request=row.request,
+                output_uri=row.output_uri,
+                output_conn_id=self.settings.output_conn_id,
+                fingerprint=flight.fingerprint,
+            )
+        except (Ltx2HttpError, Ltx2GenerationFailed) as error:  # the video is gone, or is not an MP4
+            self._fail(row.id, FailedRow(str(error), flight.request_id, flight.submitted_at, delivered.completed_at))
+            return
+        self.progress.generated += 1
+
+    def _fail(self, row_id: str, failed: FailedRow) -> None:
+        self.progress.failed[row_id] = failed
+        metrics.count(metrics.BATCH_ROWS_FAILED)
+        self.log.warning("Row %r failed: %s", row_id, failed.error)
+
+    # ------------------------------------------------------------------------------------ waiting in the worker
+
+    def poll_round(self, deadline: Deadline) -> dict[str, Delivered | Ltx2Error]:
+        """Poll every job in flight once; the ones that ended, with their video or their error."""
+        from airflow_provider_ltx2.events import finished_video
+
+        ended: dict[str, Delivered | Ltx2Error] = {}
+        for flight in self.progress.in_flight:
+            wait = self.waits.get(flight.request_id) or Wait(
+                flight.job, deadline=deadline.at, poll_interval=self.settings.poll_interval, limit=deadline.limit
+            )
+            step = poll_once(self.hook, wait, self.log)
+            self.waits[flight.request_id] = step.wait
+            if step.next is Next.POLL:
+                continue
+            try:
+                ended[flight.request_id] = finished_video(flight.job, step.finished_status(), flight.submitted_at)
+            except Ltx2Error as error:
+                ended[flight.request_id] = error
+        return ended
+
+    def in_worker(self, deadline: Deadline) -> None:
+        """Run the whole batch in this worker: fill, poll, settle, until every row is settled.
+
+        A freed slot is filled in the round that sees it free; rounds are ``poll_interval`` apart.
+        """
+        self.fill(deadline)
+        while not self.progress.done:
+            started = time.monotonic()
+            if self.progress.in_flight:
+                self.settle(self.poll_round(deadline))
+            self.fill(deadline)
+            self.report()
+            if self.progress.done:
+                break
+            if not self.progress.in_flight and self.capacity is not None:
+                time.sleep(self.capacity.worker_delay())
+            else:
+                time.sleep(max(0.0, self.settings.poll_interval - (time.monotonic() - started)))
+
+    # ------------------------------------------------------------------------------------ telling
+
+    def report(self, force: bool = False) -> None:
+        """A progress line in the task log, at most once a minute: done / total, running, failed, spent, left."""
+        progress = self.progress
+        now = time.time()
+        if not force and progress.logged_at is not None and now - progress.logged_at < PROGRESS_LOG_EVERY:
+            return
+        if progress.logged_at is None and not force:
+            progress.logged_at = now  # the first line comes a minute in: the start says the plan
+            return
+        progress.logged_at = now
+        elapsed = max(1.0, now - datetime.fromisoformat(progress.started_at).timestamp())
+        made = progress.generated + len(progress.failed)
+        left = progress.total - progress.settled
+        pace = f", about {left / (made / elapsed) / 60:.0f} min left at the current pace" if made and left else ""
+        self.log.info(
+            "Batch progress: %d/%d rows done (%d generated, %d reused, %d failed), %d running, USD %.2f spent%s",
+            progress.settled,
+            progress.total,
+            progress.generated,
+            progress.reused,
+            len(progress.failed),
+            len(progress.in_flight),
+            progress.cost_usd,
+            pace,
+        )
+
+    def finish(self) -> dict[str, Any]:
+        """Write the manifest (every row's fate, from the sidecars and the failed rows); the batch's counts."""
+        result = self.result(write_manifest(self.table, self.settings, self.manifest_entries()))
+        self.log.info(
+            "Batch done: %d rows, %d generated, %d reused, %d failed; USD %.2f spent (estimate USD %.2f). Manifest: %s",
+            result["total"],
+            result["generated"],
+            result["reused"],
+            result["failed"],
+            result["cost_usd"],
+            result["estimated_cost_usd"],
+            result["manifest_uri"],
+        )
+        return result
+
+    def raise_if_too_many_failed(self, result: Mapping[str, Any]) -> None:
+        if result[FAILED] > self.settings.max_failed_items:
+            raise Ltx2BatchFailed(
+                f"{result[FAILED]} rows of the batch failed, more than max_failed_items="
+                f"{self.settings.max_failed_items}; the {result[GENERATED] + result[REUSED]} videos made and the "
+                f"manifest {self.table.manifest_uri} are kept. Clear the task to try the failed rows again."
+            )
+
+    def result(self, counts: Mapping[str, int]) -> dict[str, Any]:
+        """The task's return value: small whatever the table's size."""
+        return {
+            "manifest_uri": self.table.manifest_uri,
+            "output_prefix": self.table.output_prefix,
+            "total": len(self.table.rows),
+            **{status: counts.get(status, 0) for status in (GENERATED, REUSED, FAILED, PLANNED)},
+            "cost_usd": self.progress.cost_usd,
+            "estimated_cost_usd": round(self.progress.estimated * PRICE_PER_VIDEO_USD, 2),
+        }
+
+    def manifest_entries(self) -> Iterator[dict[str, Any]]:
+        """Every row's fate in the table's order, read from its sidecar (or its failure)."""
+        for row in self.table.rows:
+            failed = self.progress.failed.get(row.id)
+            if failed is not None:
+                yield manifest_entry(row, FAILED, error=failed.error, **_failure_times(failed))
+                continue
+            saved = storage.read_sidecar(row.output_uri, self.settings.output_conn_id)
+            if saved is None:
+                yield manifest_entry(row, FAILED, error=f"No video at {row.output_uri} after the batch.")
+                continue
+            ours = (saved.get("submitted_at") or "") >= self.progress.started_at
+            yield manifest_entry(row, GENERATED if ours else REUSED, saved=saved)
+
+    def plan_entries(self, found: Survey) -> Iterator[dict[str, Any]]:
+        """A dry run's manifest: the rows to reuse and the rows a real run would generate."""
+        for row in self.table.rows:
+            saved = found.reusable.get(row.id)
+            yield manifest_entry(row, REUSED, saved=saved) if saved else manifest_entry(row, PLANNED)
+
+
+def _failure_times(failed: FailedRow) -> dict[str, Any]:
+    return {"request_id": failed.request_id, "submitted_at": failed.submitted_at, "completed_at": failed.completed_at}
+
+
+def manifest_entry(
+    row: Row,
+    status: str,
+    *,
+    saved: Mapping[str, Any] | None = None,
+    error: str | None = None,
+    request_id: str | None = None,
+    submitted_at: str | None = None,
+    completed_at: str | None = None,
+) -> dict[str, Any]:
+    """One manifest line: the row's fate and the request as sent (its image as given, never signed)."""
+    saved = saved or {}
+    video = status in (GENERATED, REUSED)
+    return {
+        "id": row.id,
+        "status": status,
+        "output_uri": row.output_uri if video else None,
+        "request_id": saved.get("request_id", request_id),
+        "bytes": saved.get("bytes"),
+        "sha256": saved.get("sha256"),
+        "error": error,
+        "submitted_at": saved.get("submitted_at", submitted_at),
+        "completed_at": saved.get("completed_at", completed_at),
+        **row.request,
+    }
+
+
+def write_manifest(table: Table, settings: BatchSettings, entries: Iterator[dict[str, Any]]) -> dict[str, int]:
+    """Write ``manifest.jsonl`` in place (a killed writer leaves the old one whole); count its statuses."""
+    counts = {GENERATED: 0, REUSED: 0, FAILED: 0, PLANNED: 0}
+
+    def lines() -> Iterator[bytes]:
+        for entry in entries:
+            counts[entry["status"]] += 1
+            yield (json.dumps(entry, sort_keys=False) + "\n").encode()
+
+    storage.write_file(table.manifest_uri, settings.output_conn_id, lines())
+    return counts

@@ -1,0 +1,174 @@
+"""A batch's table: read from a list or a ``.jsonl``/``.csv`` file, every row checked before anything is paid.
+
+Pure but for reading the file: each row becomes a ``Row`` (its id, its validated request, its output) or the
+whole table is refused with an ``Ltx2ValidationError`` naming the row, the field, the value and what is
+accepted. A row without ``id`` is named by a hash of its request, so an unchanged row maps to the same
+file wherever it stands in the table.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from airflow_provider_ltx2.api.request import build_request
+from airflow_provider_ltx2.contract import REQUEST_FIELDS
+from airflow_provider_ltx2.exceptions import Ltx2ValidationError
+
+ROW_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+ROW_FIELDS = ("id", *REQUEST_FIELDS)
+TABLE_SUFFIXES = (".jsonl", ".csv")
+MANIFEST_NAME = "manifest.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row of the table: where it stands, its id, the request it makes and where its video goes."""
+
+    number: int  # 1-based, in the table's order
+    id: str
+    request: dict[str, Any]
+    output_uri: str
+
+
+@dataclass
+class Table:
+    """The checked rows in the table's order, and a digest of them that a resumed task compares."""
+
+    rows: list[Row]
+    digest: str
+    output_prefix: str
+
+    @property
+    def manifest_uri(self) -> str:
+        return f"{self.output_prefix}/{MANIFEST_NAME}"
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {row.id: position for position, row in enumerate(self.rows)}
+
+    def row(self, row_id: str) -> Row:
+        return self.rows[self._positions[row_id]]
+
+
+def read_table(requests: Any, conn_id: str | None) -> Iterator[Mapping[str, Any]]:
+    """The table's rows as mappings: a list of dicts as given, or a ``.jsonl``/``.csv`` file's rows."""
+    if isinstance(requests, str):
+        yield from _read_file(requests, conn_id)
+        return
+    if isinstance(requests, Mapping) or not isinstance(requests, Iterable):
+        raise Ltx2ValidationError(
+            f"requests={_short(requests)}: accepted values are a list of dicts, or the URI of a .jsonl or .csv file."
+        )
+    for number, row in enumerate(requests, 1):
+        if not isinstance(row, Mapping):
+            raise Ltx2ValidationError(f"Row {number} of requests is {_short(row)}: accepted values are dicts.")
+        yield row
+
+
+def _read_file(uri: str, conn_id: str | None) -> Iterator[Mapping[str, Any]]:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    suffix = next((suffix for suffix in TABLE_SUFFIXES if uri.lower().endswith(suffix)), None)
+    if suffix is None:
+        raise Ltx2ValidationError(
+            f"requests={uri!r}: accepted values are a list of dicts, or the URI of a .jsonl or .csv file."
+        )
+    try:
+        with ObjectStoragePath(uri, conn_id=conn_id).open("rb") as binary:
+            text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+            if suffix == ".csv":
+                for record in csv.DictReader(text):
+                    # An empty cell means "not set": the operator's default applies.
+                    yield {name: value for name, value in record.items() if name and value not in ("", None)}
+                return
+            for number, line in enumerate(text, 1):
+                if line.strip():
+                    yield _json_row(uri, number, line)
+    except FileNotFoundError:
+        raise Ltx2ValidationError(f"requests={uri!r}: the file does not exist.") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise Ltx2ValidationError(f"requests={uri!r}: not a UTF-8 {suffix} file ({error}).") from None
+
+
+def _json_row(uri: str, number: int, line: str) -> Mapping[str, Any]:
+    try:
+        row = json.loads(line)
+    except ValueError as error:
+        raise Ltx2ValidationError(f"requests={uri!r}, line {number}: not JSON ({error}).") from None
+    if not isinstance(row, dict):
+        raise Ltx2ValidationError(f"requests={uri!r}, line {number}: {_short(row)} is not a JSON object.")
+    return row
+
+
+def check_table(rows: Iterable[Mapping[str, Any]], defaults: Mapping[str, Any], output_prefix: str) -> Table:
+    """Every row validated, with defaults for the fields it leaves out; duplicate ids refused."""
+    prefix = check_output_prefix(output_prefix)
+    checked: list[Row] = []
+    first_of: dict[str, int] = {}
+    digest = hashlib.sha256()
+    for number, raw in enumerate(rows, 1):
+        row = _check_row(number, raw, defaults, prefix)
+        if row.id in first_of:
+            why = "" if "id" in raw else " (a row without an id is named by its request: both ask for one video)"
+            raise Ltx2ValidationError(
+                f"Row {row.id!r} (row {number}) has the same id as row {first_of[row.id]}{why}: accepted ids are "
+                "unique in the table, as they name the rows' videos."
+            )
+        first_of[row.id] = number
+        digest.update(json.dumps([row.id, row.request], sort_keys=True).encode())
+        checked.append(row)
+    if not checked:
+        raise Ltx2ValidationError("requests: the table has no rows; accepted values are a table of one row or more.")
+    return Table(checked, digest.hexdigest(), prefix)
+
+
+def check_output_prefix(output_prefix: Any) -> str:
+    if not isinstance(output_prefix, str) or "://" not in output_prefix or not output_prefix.rstrip("/"):
+        raise Ltx2ValidationError(
+            f"output_prefix={output_prefix!r}: accepted values are a folder URI such as file:///data/videos or "
+            "s3://bucket/videos."
+        )
+    return output_prefix.rstrip("/")
+
+
+def _check_row(number: int, raw: Mapping[str, Any], defaults: Mapping[str, Any], prefix: str) -> Row:
+    given = raw.get("id")
+    label = f"Row {number}" if given in (None, "") else f"Row {given!r} (row {number})"
+    unknown = sorted(str(name) for name in raw if name not in ROW_FIELDS)
+    if unknown:
+        raise Ltx2ValidationError(
+            f"{label}: unknown field {unknown[0]!r}; accepted fields are {', '.join(ROW_FIELDS)}."
+        )
+    fields = {name: raw[name] if raw.get(name) not in (None, "") else defaults.get(name) for name in REQUEST_FIELDS}
+    try:
+        request = build_request(**fields)
+    except Ltx2ValidationError as error:
+        raise Ltx2ValidationError(f"{label}: {error}") from None
+    row_id = _row_id(label, given, request)
+    return Row(number, row_id, request, f"{prefix}/{row_id}.mp4")
+
+
+def _row_id(label: str, given: Any, request: Mapping[str, Any]) -> str:
+    if given in (None, ""):
+        return "r-" + hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:20]
+    if isinstance(given, int) and not isinstance(given, bool):
+        given = str(given)
+    if not isinstance(given, str) or not ROW_ID.fullmatch(given) or given in (".", ".."):
+        raise Ltx2ValidationError(
+            f"{label}: invalid id={_short(given)}; accepted values are 1 to 128 letters, digits, '-', '_' or '.' "
+            "(it names the row's video file)."
+        )
+    return given
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 200 else shown[:200] + "..."
