@@ -89,8 +89,12 @@ def store(
     output_uri: str | None,
     output_conn_id: str | None,
     fingerprint: str | None,
+    batch: str | None = None,
 ) -> dict[str, Any]:
-    """Save the video and its sidecar where asked (a batch row or a task's video alike); the result dict."""
+    """Save the video and its sidecar where asked (a batch row or a task's video alike); the result dict.
+
+    ``batch``: the token of the batch run that made the video, kept in the sidecar.
+    """
     try:
         submitted = datetime.fromisoformat(delivered.submitted_at or "")
         metrics.seconds(
@@ -108,7 +112,7 @@ def store(
         hook.log.info("LTX-2 video %s is ready at %s", delivered.job.request_id, delivered.video_url)
     result = result_dict(delivered, request=request, output_uri=output_uri, size=size)
     if output_uri and sha256:
-        storage.write_sidecar(output_uri, output_conn_id, storage.sidecar(result, fingerprint, sha256))
+        storage.write_sidecar(output_uri, output_conn_id, storage.sidecar(result, fingerprint, sha256, batch))
     return result
 
 

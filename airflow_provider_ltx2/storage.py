@@ -191,9 +191,16 @@ def sidecar_uri(output_uri: str) -> str:
     return output_uri + SIDECAR_SUFFIX
 
 
-def sidecar(result: Mapping[str, Any], fingerprint_: str | None, sha256: str) -> dict[str, Any]:
-    """The sidecar's fields, from the task's result dict (``request`` carries the original image URI)."""
+def sidecar(
+    result: Mapping[str, Any], fingerprint_: str | None, sha256: str, batch: str | None = None
+) -> dict[str, Any]:
+    """The sidecar's fields, from the task's result dict (``request`` carries the original image URI).
+
+    ``batch``: the token of the batch run that made the video (its manifest tells made from reused by it).
+    """
+    made_by = {} if batch is None else {"batch": batch}
     return {
+        **made_by,
         "version": SIDECAR_VERSION,
         "fingerprint": fingerprint_,
         "request_id": result["request_id"],

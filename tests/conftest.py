@@ -226,6 +226,42 @@ def bucket_keys(client: Any) -> list[str]:
     return sorted(item["Key"] for item in client.list_objects_v2(Bucket=S3_BUCKET).get("Contents", []))
 
 
+@dataclass(frozen=True)
+class ImageFolder:
+    """A folder served over http on loopback, as a CDN serves product photos: replace a file, same URL."""
+
+    path: Path
+    base_url: str
+
+    def put(self, name: str, content: bytes) -> str:
+        (self.path / name).write_bytes(content)
+        return f"{self.base_url}/{name}"
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Iterator[ImageFolder]:
+    import http.server
+    import threading
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield ImageFolder(folder, f"http://127.0.0.1:{server.server_address[1]}")
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
 # ------------------------------------------------------------------------------------------ task fakes
 
 

@@ -50,7 +50,8 @@ class BatchProgress:
     """One batch task instance's progress through its table (the rows before ``cursor`` are settled)."""
 
     table: str  # the table's digest: a resumed or retried task must be running the same table
-    started_at: str  # the first try's start: a sidecar written since is this batch's, an older one reused
+    token: str  # written into the sidecars this batch makes: a sidecar without it is an earlier run's, reused
+    started_at: str  # the first try's start, for the pace in the progress lines
     total: int
     estimated: int  # rows that needed generating when the batch started
     cursor: int = 0
@@ -84,6 +85,7 @@ class BatchProgress:
                 raise ValueError(f"version {data.get('version')!r}")
             progress = cls(
                 table=_typed(data, "table", str),
+                token=_typed(data, "token", str),
                 started_at=_typed(data, "started_at", str),
                 total=_typed(data, "total", int),
                 estimated=_typed(data, "estimated", int),

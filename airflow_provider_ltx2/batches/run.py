@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -140,7 +141,11 @@ class BatchRun:
         cls, hook: Ltx2Hook, table: Table, settings: BatchSettings, record: BatchRecord, log: Any, found: Survey
     ) -> BatchRun:
         progress = BatchProgress(
-            table=table.digest, started_at=utc_now_iso(), total=len(table.rows), estimated=found.to_generate
+            table=table.digest,
+            token=uuid.uuid4().hex,
+            started_at=utc_now_iso(),
+            total=len(table.rows),
+            estimated=found.to_generate,
         )
         return cls(hook, table, settings, progress, record, log, found)
 
@@ -228,6 +233,7 @@ class BatchRun:
                 output_uri=row.output_uri,
                 output_conn_id=self.settings.output_conn_id,
                 fingerprint=flight.fingerprint,
+                batch=self.progress.token,
             )
         except (Ltx2HttpError, Ltx2GenerationFailed) as error:  # the video is gone, or is not an MP4
             self._fail(row.id, FailedRow(str(error), flight.request_id, flight.submitted_at, delivered.completed_at))
@@ -352,7 +358,7 @@ class BatchRun:
             if saved is None:
                 yield manifest_entry(row, FAILED, error=f"No video at {row.output_uri} after the batch.")
                 continue
-            ours = (saved.get("submitted_at") or "") >= self.progress.started_at
+            ours = saved.get("batch") == self.progress.token
             yield manifest_entry(row, GENERATED if ours else REUSED, saved=saved)
 
     def plan_entries(self, found: Survey) -> Iterator[dict[str, Any]]:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow_provider_ltx2.api.request import build_request
 from airflow_provider_ltx2.contract import REQUEST_FIELDS
@@ -131,7 +132,8 @@ def check_table(rows: Iterable[Mapping[str, Any]], defaults: Mapping[str, Any], 
 
 
 def check_output_prefix(output_prefix: Any) -> str:
-    if not isinstance(output_prefix, str) or "://" not in output_prefix or not output_prefix.rstrip("/"):
+    parts = urlsplit(output_prefix) if isinstance(output_prefix, str) else None
+    if parts is None or "://" not in output_prefix or not (parts.netloc or parts.path.strip("/")):
         raise Ltx2ValidationError(
             f"output_prefix={output_prefix!r}: accepted values are a folder URI such as file:///data/videos or "
             "s3://bucket/videos."

@@ -1,0 +1,407 @@
+"""``Ltx2GenerateVideoBatchOperator`` against the simulator: one paid job per row, the manifest, the budget.
+
+Real parts throughout: the simulator on loopback plays the gateway, outputs go to real folders, the
+deferrable runs rebuild ``Ltx2BatchTrigger`` from its kwargs as the triggerer does (``run_deferrable``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
+
+from airflow_provider_ltx2.batches.progress import BATCH_STATE_KEY, BatchProgress
+from airflow_provider_ltx2.exceptions import (
+    Ltx2AuthError,
+    Ltx2BatchFailed,
+    Ltx2BudgetExceeded,
+    Ltx2Error,
+    Ltx2Timeout,
+    Ltx2ValidationError,
+)
+from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoBatchOperator, Ltx2GenerateVideoOperator
+from airflow_provider_ltx2.simulator.process import SimulatorProcess
+from airflow_provider_ltx2.simulator.server import SAMPLE_JPG
+from airflow_provider_ltx2.triggers.ltx2 import Ltx2BatchTrigger
+from tests.conftest import (
+    KEY,
+    Deferrals,
+    FakeStateStore,
+    ImageFolder,
+    RecordingLog,
+    run_deferrable,
+    task_context,
+)
+
+JPEG = SAMPLE_JPG.read_bytes()
+OTHER_JPEG = JPEG[:-2] + b"\x00\xff\xd9"  # another photo at the same URL: same size, other bytes
+
+
+def rows(simulator: SimulatorProcess, count: int, prefix: str = "sku") -> list[dict[str, Any]]:
+    image = f"{simulator.base_url}/files/{SAMPLE_JPG.name}"
+    return [{"id": f"{prefix}-{number}", "image_url": image, "prompt": f"take {number}"} for number in range(count)]
+
+
+def batch(requests: Any, output: Path, **kwargs: Any) -> Ltx2GenerateVideoBatchOperator:
+    settings = {"poll_interval": 0.1, "task_id": "generate_batch", **kwargs}
+    return Ltx2GenerateVideoBatchOperator(requests=requests, output_prefix=f"file://{output}", **settings)
+
+
+def manifest(output: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (output / "manifest.jsonl").read_text().splitlines()]
+
+
+def statuses(output: Path) -> dict[str, str]:
+    return {entry["id"]: entry["status"] for entry in manifest(output)}
+
+
+def recorded(monkeypatch: pytest.MonkeyPatch) -> RecordingLog:
+    """The batch operator's log, recorded."""
+    log = RecordingLog()
+    monkeypatch.setattr(Ltx2GenerateVideoBatchOperator, "log", property(lambda _: log))
+    return log
+
+
+def run(operator: Ltx2GenerateVideoBatchOperator, context: dict[str, Any] | None = None, **seen: Any) -> Any:
+    context = context or task_context()
+    if operator.deferrable:
+        return run_deferrable(operator, context, seen.get("seen"), limit=200)
+    return operator.execute(context)
+
+
+@pytest.fixture(params=[False, True], ids=["in the worker", "deferrable"])
+def deferrable(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+# ------------------------------------------------------------------------------------ a batch, whole
+
+
+def test_every_row_becomes_a_video_with_its_sidecar_and_a_line_in_the_manifest(
+    simulator: SimulatorProcess, tmp_path: Path, deferrable: bool
+) -> None:
+    table = rows(simulator, 5)
+    result = run(batch(table, tmp_path, deferrable=deferrable))
+
+    assert result == {
+        "manifest_uri": f"file://{tmp_path}/manifest.jsonl",
+        "output_prefix": f"file://{tmp_path}",
+        "total": 5,
+        "generated": 5,
+        "reused": 0,
+        "failed": 0,
+        "planned": 0,
+        "cost_usd": 3.0,
+        "estimated_cost_usd": 3.0,
+    }
+    assert simulator.stats()["submits"] == 5
+    entries = manifest(tmp_path)
+    assert [entry["id"] for entry in entries] == [row["id"] for row in table], "the input's order"
+    for entry, row in zip(entries, table, strict=True):
+        video = tmp_path / f"{row['id']}.mp4"
+        sidecar = json.loads((tmp_path / f"{row['id']}.mp4.json").read_text())
+        assert entry["status"] == "generated" and entry["output_uri"] == f"file://{video}"
+        assert entry["bytes"] == video.stat().st_size == sidecar["bytes"] and entry["sha256"] == sidecar["sha256"]
+        assert entry["request_id"] == sidecar["request_id"] and entry["error"] is None
+        assert (entry["image_url"], entry["prompt"]) == (row["image_url"], row["prompt"])
+        assert entry["submitted_at"] <= entry["completed_at"]
+    assert not list(tmp_path.glob(".*.part")), "nothing half-written is left"
+
+
+def test_deferred_the_batch_waits_in_one_trigger_that_holds_only_its_jobs_in_flight(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    seen = Deferrals()
+    run(batch(rows(simulator, 7), tmp_path, deferrable=True, max_concurrent_jobs=2), seen=seen)
+
+    assert set(seen.triggers) == {"Ltx2BatchTrigger"}
+    assert len(seen.triggers) <= 7, "at most one resume per paid video"
+    assert all(len(kwargs["batch"]["in_flight"]) <= 2 for kwargs in seen.kwargs)
+    sizes = {len(json.dumps(kwargs)) for kwargs in seen.kwargs}
+    assert max(sizes) - min(sizes) < 600, "the kwargs grow with the jobs in flight, not with the table"
+    assert all(event["status"] == "batch" and event["ended"] for event in seen.events)
+    assert simulator.stats()["submits"] == 7
+
+
+def test_never_more_than_max_concurrent_jobs_in_flight(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    simulator.configure(max_concurrent_jobs=3)
+    run(batch(rows(simulator, 8), tmp_path, max_concurrent_jobs=3))
+    stats = simulator.stats()
+    assert stats["submits"] == 8 and stats["throttled"]["submit"] == 0, stats
+
+
+def test_a_gateway_fuller_than_the_batch_expects_makes_it_wait_not_fail(
+    simulator: SimulatorProcess, tmp_path: Path, deferrable: bool
+) -> None:
+    simulator.configure(max_concurrent_jobs=1)
+    result = run(batch(rows(simulator, 4), tmp_path, max_concurrent_jobs=3, deferrable=deferrable))
+    stats = simulator.stats()
+    assert (result["generated"], result["failed"], stats["jobs"]) == (4, 0, 4), "one paid job per row"
+    assert stats["throttled"]["submit"] > 0, "the gateway did refuse some submits for capacity"
+
+
+# ------------------------------------------------------------------------------------ checked before paying
+
+
+def test_a_bad_row_pays_nothing_and_writes_nothing(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    table = rows(simulator, 3)
+    table[2]["duration"] = "12"
+    ctx = task_context()
+    with pytest.raises(Ltx2ValidationError) as caught:
+        batch(table, tmp_path).execute(ctx)
+    assert "'sku-2' (row 3)" in str(caught.value) and "duration='12'" in str(caught.value)
+    assert ctx["ti"].xcom["ltx2_failure"] == str(caught.value), "the UI shows why"
+    assert simulator.stats()["submits"] == 0 and not list(tmp_path.iterdir())
+
+
+def test_a_missing_image_pays_nothing(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    table = rows(simulator, 3)
+    table[1]["image_url"] = f"{simulator.base_url}/files/missing.jpg"
+    with pytest.raises(Ltx2ValidationError, match=r"'sku-1' \(row 2\).*not found \(HTTP 404\)"):
+        batch(table, tmp_path).execute(task_context())
+    assert simulator.stats()["submits"] == 0
+
+
+def test_a_duplicate_id_pays_nothing(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    table = rows(simulator, 3)
+    table[2]["id"] = "sku-0"
+    with pytest.raises(Ltx2ValidationError, match="unique"):
+        batch(table, tmp_path).execute(task_context())
+    assert simulator.stats()["submits"] == 0
+
+
+def test_the_budget_refuses_a_batch_that_would_cost_more(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    table = rows(simulator, 4)
+    run(batch(table[:2], tmp_path))  # two rows made earlier: reused, free
+    with pytest.raises(Ltx2BudgetExceeded) as caught:
+        batch(table + rows(simulator, 1, "new"), tmp_path, max_cost_usd=1.5).execute(task_context())
+    message = str(caught.value)
+    assert all(part in message for part in ("USD 1.80", "3 rows to generate", "2 reused of 5", "max_cost_usd=1.5"))
+    assert simulator.stats()["submits"] == 2, "nothing more was paid"
+    result = run(batch(table, tmp_path, max_cost_usd=1.2))
+    assert (result["generated"], result["reused"], result["estimated_cost_usd"]) == (2, 2, 1.2)
+
+
+def test_a_dry_run_writes_the_plan_and_pays_nothing(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    table = rows(simulator, 3)
+    run(batch(table[:1], tmp_path))
+    ctx = task_context()
+    result = batch(table, tmp_path, dry_run=True).execute(ctx)
+    assert (result["planned"], result["reused"], result["cost_usd"], result["estimated_cost_usd"]) == (2, 1, 0.0, 1.2)
+    assert statuses(tmp_path) == {"sku-0": "reused", "sku-1": "planned", "sku-2": "planned"}
+    assert simulator.stats()["submits"] == 1 and not ctx["task_state_store"].values
+
+
+def test_a_dry_run_of_a_table_past_the_mapping_limit(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    """1,100 rows: Airflow would refuse to map them (max_map_length 1,024); one task prices them."""
+    result = batch(rows(simulator, 1100), tmp_path, dry_run=True).execute(task_context())
+    assert (result["total"], result["planned"], result["estimated_cost_usd"]) == (1100, 1100, 660.0)
+    assert len(json.dumps(result)) < 400, "the XCom stays small whatever the table's size"
+    assert len(manifest(tmp_path)) == 1100 and simulator.stats()["submits"] == 0
+
+
+# ------------------------------------------------------------------------------------ failures and reruns
+
+
+@pytest.mark.parametrize("max_failed_items", [0, 1])
+def test_a_failed_row_is_recorded_and_the_batch_goes_on(
+    simulator: SimulatorProcess, tmp_path: Path, deferrable: bool, max_failed_items: int
+) -> None:
+    table = rows(simulator, 4)
+    table[1]["prompt"] += " [sim:fail]"
+    operator = batch(table, tmp_path, deferrable=deferrable, max_failed_items=max_failed_items)
+    ctx = task_context()
+    if max_failed_items == 0:
+        with pytest.raises(Ltx2BatchFailed, match="1 rows of the batch failed, more than max_failed_items=0"):
+            run(operator, ctx)
+    else:
+        assert run(operator, ctx)["failed"] == 1
+    assert statuses(tmp_path) == {"sku-0": "generated", "sku-1": "failed", "sku-2": "generated", "sku-3": "generated"}
+    [failed] = [entry for entry in manifest(tmp_path) if entry["status"] == "failed"]
+    assert "simulated failure" in failed["error"] and failed["request_id"] and failed["output_uri"] is None
+    assert sorted(path.name for path in tmp_path.glob("*.mp4")) == ["sku-0.mp4", "sku-2.mp4", "sku-3.mp4"]
+    assert simulator.stats()["submits"] == 4 and not ctx["task_state_store"].values, "done: a clear starts anew"
+
+
+def test_a_rerun_with_one_row_changed_and_one_added_pays_two(
+    simulator: SimulatorProcess, tmp_path: Path, deferrable: bool
+) -> None:
+    table = rows(simulator, 4)
+    run(batch(table, tmp_path, deferrable=deferrable))
+    table[2]["prompt"] = "a new take"
+    table.append({"image_url": table[0]["image_url"], "prompt": "an added row without id"})
+    result = run(batch(table, tmp_path, deferrable=deferrable))
+
+    assert (result["generated"], result["reused"], result["cost_usd"]) == (2, 3, 1.2)
+    assert simulator.stats()["submits"] == 4 + 2
+    assert list(statuses(tmp_path).values()) == ["reused", "reused", "generated", "reused", "generated"]
+
+
+def test_a_new_image_at_the_same_url_is_a_new_video(
+    simulator: SimulatorProcess, image_folder: ImageFolder, tmp_path: Path
+) -> None:
+    """A product photo replaced in place must not hand back the old photo's video: images are known by bytes."""
+    url = image_folder.put("product.jpg", JPEG)
+    single = {"image_url": url, "prompt": "turntable", "output_uri": f"file://{tmp_path}/single.mp4"}
+    table = [{"id": "product", "image_url": url, "prompt": "turntable"}]
+    first = Ltx2GenerateVideoOperator(task_id="one", poll_interval=0.1, **single).execute(task_context())
+    run(batch(table, tmp_path / "batch"))
+    again = Ltx2GenerateVideoOperator(task_id="one", poll_interval=0.1, **single).execute(task_context())
+    assert (first["reused"], again["reused"], statuses(tmp_path / "batch")) == (False, True, {"product": "generated"})
+    assert batch(table, tmp_path / "batch").execute(task_context())["reused"] == 1
+
+    image_folder.put("product.jpg", OTHER_JPEG)
+    replaced = Ltx2GenerateVideoOperator(task_id="one", poll_interval=0.1, **single).execute(task_context())
+    result = batch(table, tmp_path / "batch").execute(task_context())
+    assert (replaced["reused"], result["generated"]) == (False, 1)
+    assert simulator.stats()["submits"] == 4
+
+
+def test_a_retry_goes_on_from_the_jobs_an_earlier_try_paid_for(
+    simulator: SimulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed mid-batch: the next try reattaches to the jobs in flight and pays for no row twice."""
+    store = FakeStateStore()
+    table = rows(simulator, 5)
+    with pytest.raises(TaskDeferred):  # the first try dies right after deferring, with 2 jobs paid
+        batch(table, tmp_path, deferrable=True).execute(task_context(store))
+    saved = BatchProgress.from_dict(store.values[BATCH_STATE_KEY])
+    assert (saved.paid, len(saved.in_flight), saved.cursor) == (2, 2, 2)
+
+    log = recorded(monkeypatch)
+    result = batch(table, tmp_path).execute(task_context(store))
+    assert (result["generated"], result["cost_usd"]) == (5, 3.0)
+    assert simulator.stats()["submits"] == 5, "one paid job per row over both tries"
+    assert any(
+        "Going on with the batch of an earlier try: 0 of 5 rows settled, 2 in flight" in m for m in log.messages()
+    )
+    assert BATCH_STATE_KEY not in store.values
+
+
+def test_without_a_state_store_a_retry_says_what_it_costs(
+    simulator: SimulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = recorded(monkeypatch)
+    operator = batch(rows(simulator, 2), tmp_path)
+    context = task_context()
+    del context["task_state_store"]  # Airflow before 3.3
+    assert operator.execute(context)["generated"] == 2
+    assert any("pays again for the rows in flight" in message for message in log.messages("warning"))
+
+
+def test_a_poll_outage_is_ridden_out(simulator: SimulatorProcess, tmp_path: Path, deferrable: bool) -> None:
+    simulator.configure(faults=[{"on": "poll", "status": 502, "count": 3}])
+    result = run(batch(rows(simulator, 3), tmp_path, deferrable=deferrable))
+    assert (result["generated"], simulator.stats()["submits"]) == (3, 3)
+
+
+def test_the_deadline_stops_the_batch_and_keeps_its_jobs_for_a_retry(
+    simulator: SimulatorProcess, tmp_path: Path, deferrable: bool
+) -> None:
+    simulator.configure(outcome="never_finish")
+    ctx = task_context()
+    with pytest.raises(Ltx2Timeout):
+        run(batch(rows(simulator, 3), tmp_path, deferrable=deferrable, timeout=1.0), ctx)
+    saved = BatchProgress.from_dict(ctx["task_state_store"].values[BATCH_STATE_KEY])
+    assert len(saved.in_flight) == 2 and simulator.stats()["submits"] == 2
+    assert not (tmp_path / "manifest.jsonl").exists(), "no manifest of a batch that did not end"
+
+
+def test_a_table_changed_while_deferred_is_refused(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    table = rows(simulator, 3)
+    ctx = task_context()
+    with pytest.raises(TaskDeferred) as deferred:
+        batch(table, tmp_path, deferrable=True).execute(ctx)
+    kwargs = deferred.value.trigger.serialize()[1]
+    changed = batch(table[:2], tmp_path, deferrable=True)
+    event = {"status": "batch", "batch": kwargs["batch"], "ended": {}, "deadline": kwargs["deadline"], "capacity": None}
+    with pytest.raises(Ltx2ValidationError, match="the table changed while the batch waited"):
+        changed.resume_batch(ctx, event)
+
+
+# ------------------------------------------------------------------------------------ seen and kept
+
+
+def test_private_images_stay_uris_everywhere(
+    simulator: SimulatorProcess, bucket: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import S3_BUCKET
+
+    bucket.put_object(Bucket=S3_BUCKET, Key="images/boat.jpg", Body=JPEG)
+    table = [{"id": "boat", "image_url": f"s3://{S3_BUCKET}/images/boat.jpg", "prompt": "drift"}]
+    log = recorded(monkeypatch)
+    batch(table, tmp_path, image_conn_id="ltx2_s3").execute(task_context())
+    written = (tmp_path / "manifest.jsonl").read_text() + (tmp_path / "boat.mp4.json").read_text()
+    assert f"s3://{S3_BUCKET}/images/boat.jpg" in written
+    for text in (written, "\n".join(log.messages())):
+        assert "Signature" not in text and "X-Amz" not in text and KEY not in text
+
+
+def test_the_trigger_round_trips_and_a_connection_without_key_fails_the_batch(
+    simulator: SimulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = task_context()
+    operator = batch(rows(simulator, 2), tmp_path, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(ctx)
+    classpath, kwargs = deferred.value.trigger.serialize()
+    assert classpath == "airflow_provider_ltx2.triggers.ltx2.Ltx2BatchTrigger"
+    assert Ltx2BatchTrigger(**kwargs).serialize() == (classpath, kwargs) and KEY not in json.dumps(kwargs)
+
+    import asyncio
+
+    keyless = {"conn_type": "ltx2", "host": simulator.base_url}
+    monkeypatch.setenv("AIRFLOW_CONN_LTX2_DEFAULT", json.dumps(keyless))
+
+    async def first_event() -> dict[str, Any]:
+        async for event in Ltx2BatchTrigger(**kwargs).run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    event = asyncio.run(first_event())
+    assert event["status"] == "error"
+    with pytest.raises(Ltx2AuthError):
+        operator.resume_batch(ctx, event)
+
+
+def test_malformed_progress_is_refused() -> None:
+    with pytest.raises(Ltx2Error, match="Malformed LTX-2 batch progress"):
+        BatchProgress.from_dict({"version": 1, "table": "x", "started_at": "now", "total": "many"})
+
+
+def test_progress_is_logged_at_most_once_a_minute(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    from airflow_provider_ltx2.batches.progress import BatchRecord
+    from airflow_provider_ltx2.batches.run import BatchRun, BatchSettings
+    from airflow_provider_ltx2.batches.table import check_table
+
+    table = check_table(rows(simulator, 20), {}, f"file://{tmp_path}")
+    settings = BatchSettings(None, None, 3600, True, True, 2, 0, 1.0)
+    progress = BatchProgress(table.digest, "t", "2026-01-01T00:00:00+00:00", 20, 20, cursor=14, paid=14, generated=10)
+    log = RecordingLog()
+    run_ = BatchRun(None, table, settings, progress, BatchRecord(None), log)  # type: ignore[arg-type]
+    run_.report()
+    run_.report()
+    assert log.messages() == [], "the first line comes a minute in"
+    progress.logged_at = (progress.logged_at or 0) - 61
+    run_.report()
+    run_.report()
+    [line] = log.messages()
+    assert "10/20 rows done (10 generated, 0 reused, 0 failed), 0 running, USD 8.40 spent" in line
+    assert "min left at the current pace" in line
+
+
+def test_lineage_comes_from_the_finished_operator(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    table_file = tmp_path / "table.jsonl"
+    table_file.write_text("\n".join(json.dumps(row) for row in rows(simulator, 2)))
+    operator = batch(f"file://{table_file}", tmp_path / "out")
+    operator.execute(task_context())
+    lineage = operator.get_openlineage_facets_on_complete(None)
+    assert [(dataset.namespace, dataset.name) for dataset in lineage.inputs] == [("file", str(table_file))]
+    [output] = lineage.outputs
+    assert output.name == str(tmp_path / "out") and output.outputFacets["outputStatistics"].rowCount == 2
+    facet = lineage.run_facets["ltx2_batch"]
+    assert (facet.generated, facet.costUsd, facet.total) == (2, 1.2, 2)
+    assert KEY not in repr(lineage)
