@@ -1,10 +1,12 @@
-"""The "LTX-2 video" extra link: where it reads the video URL, and the one way tasks write it."""
+"""The extra links: "LTX-2 video" (where it reads the video URL, and the one way tasks write it) and
+"LTX-2 batch" (a batch task's page in the provider's UI plugin)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
 
-from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
+from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom, conf
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator, Context, TaskInstanceKey
@@ -26,3 +28,24 @@ class Ltx2VideoLink(BaseOperatorLink):
     def persist(cls, context: Context | dict[str, Any], video_url: str | None) -> None:
         """Point the link at ``video_url``; None (before the video exists) makes it an empty link."""
         context["ti"].xcom_push(key=cls.key, value=video_url)
+
+
+PLUGIN_PREFIX = "/ltx2"  # the UI plugin's mount: Airflow reserves /api/v2, /ui, /execution, /auth and /pluginsv2
+
+
+def plugin_root() -> str:
+    """The plugin's path under the api-server, prefixed with the path of ``[api] base_url`` as the app is."""
+    return urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/") + PLUGIN_PREFIX
+
+
+class Ltx2BatchLink(BaseOperatorLink):
+    """ "LTX-2 batch" button on a batch task: its page in the UI plugin (counts, spend, videos, failed rows).
+
+    The plugin also knows a batch task by this link, as it knows the other tasks by ``Ltx2VideoLink``.
+    """
+
+    name = "LTX-2 batch"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        run = f"{plugin_root()}/dags/{quote(ti_key.dag_id, safe='')}/runs/{quote(ti_key.run_id, safe='')}"
+        return f"{run}/tasks/{quote(ti_key.task_id, safe='')}/video?map_index={ti_key.map_index}"

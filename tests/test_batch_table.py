@@ -137,7 +137,7 @@ def test_a_jsonl_file_and_its_bad_lines(tmp_path: Path) -> None:
         + json.dumps({"image_url": IMAGE, "prompt": "y"})
         + "\n"
     )
-    assert [row.id for row in check_table(read_table(f"file://{good}", None), {}, PREFIX).rows][0] == "7"
+    assert check_table(read_table(f"file://{good}", None), {}, PREFIX).rows[0].id == "7"
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"image_url": IMAGE, "prompt": "x"}) + "\n[1, 2]\n")
     assert "line 2" in refusal(f"file://{bad}")

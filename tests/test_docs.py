@@ -157,7 +157,14 @@ def test_the_user_page_is_at_most_300_lines() -> None:
 
 @pytest.mark.parametrize(
     "section",
-    ["errors-and-troubleshooting", "metrics", "retry-policy", "result-dict", "the-sidecar", "batch-operator-ltx2generatevideobatchoperator"],
+    [
+        "errors-and-troubleshooting",
+        "metrics",
+        "retry-policy",
+        "result-dict",
+        "the-sidecar",
+        "batch-operator-ltx2generatevideobatchoperator",
+    ],
 )
 def test_the_reference_has_its_sections(section: str) -> None:
     reference = REPO / "docs" / "reference.md"

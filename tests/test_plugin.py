@@ -2,8 +2,10 @@
 
 ``airflow dags test`` runs the batch example (mapped operator), the TaskFlow example (mapped decorator) and a
 DAG with a sensor against the simulator, downloading the videos, into the metadata DB of this process's
-Airflow home. The app is then built as the api-server builds it (``airflow.api_fastapi.app.create_app``
-mounts the plugin found through its entry point) and called with JWTs of Airflow's simple auth manager.
+Airflow home, and a DAG of batch tasks (``BATCH_TASKS_DAG``: tasks that carry the "LTX-2 batch" link and
+leave in their rendered ``output_prefix`` the videos, manifest and summary a batch task leaves). The app is
+then built as the api-server builds it (``airflow.api_fastapi.app.create_app`` mounts the plugin found
+through its entry point) and called with JWTs of Airflow's simple auth manager.
 """
 
 from __future__ import annotations
@@ -44,6 +46,88 @@ S3_BUCKET = "ltx2-plugin-videos"
 S3_SECRET = "s3-secret-7c1d2e9b"  # distinctive, so a leak is easy to find
 HOSTILE_PROMPT = 'Lighthouse <script>alert("x")</script> & <b>waves</b>'
 TEAM = "studio"
+SIGNED_IMAGE = "https://bucket.s3.amazonaws.com/in/1.jpg?X-Amz-Credential=AKIA123&X-Amz-Signature=f00d"
+BATCH_TASKS = "ltx2_plugin_batch"
+BATCH_ROWS = 30
+FAILED_ROWS = {
+    "row-05": 'LTX-2 request r-5 failed: content policy <violation> & "quotes"',
+    "row-17": "LTX-2 request r-17 failed: the image could not be read",
+}
+REUSED_ROWS = ("row-10",)
+VIDEO_ROWS = [f"row-{n:02d}" for n in range(BATCH_ROWS) if f"row-{n:02d}" not in FAILED_ROWS]
+# Batch tasks as the UI plugin sees them: the "LTX-2 batch" link, the templated output_prefix, and in that
+# folder one MP4 a row with a video, manifest.jsonl (one line a row, in the table's order) and the summary as
+# the return value. Row 3 has a hostile prompt, row 7 an image URL with a signature.
+BATCH_TASKS_DAG = """
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pendulum
+from airflow.providers.common.compat.sdk import DAG, BaseOperator
+
+import airflow_provider_ltx2.simulator
+from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
+from airflow_provider_ltx2.links import Ltx2BatchLink
+
+SAMPLE = Path(airflow_provider_ltx2.simulator.__file__).parent / "sample.mp4"
+FAILED = {failed!r}
+REUSED = {reused!r}
+
+
+class BatchOfRows(BaseOperator):
+    template_fields = ("requests", "output_prefix", "output_conn_id")
+    operator_extra_links = (Ltx2BatchLink(),)
+
+    def __init__(self, *, requests, output_prefix, output_conn_id=None, dry_run=False, **kwargs):
+        super().__init__(**kwargs)
+        self.requests, self.output_prefix, self.output_conn_id = requests, output_prefix, output_conn_id
+        self.dry_run = dry_run
+
+    def status(self, row_id):
+        if self.dry_run:
+            return "planned"
+        return "failed" if row_id in FAILED else "reused" if row_id in REUSED else "generated"
+
+    def execute(self, context):
+        prefix = self.output_prefix.rstrip("/")
+        folder = Path(prefix.removeprefix("file://"))
+        folder.mkdir(parents=True, exist_ok=True)
+        counts = dict.fromkeys(("generated", "reused", "failed", "planned"), 0)
+        with (folder / "manifest.jsonl").open("w") as manifest:
+            for row in self.requests:
+                status = self.status(row["id"])
+                counts[status] += 1
+                entry = {{"id": row["id"], "status": status, "output_uri": None, "request_id": None, "bytes": None,
+                         "sha256": None, "error": FAILED.get(row["id"]) if status == "failed" else None,
+                         "submitted_at": None, "completed_at": None}}
+                if status in ("generated", "reused"):
+                    video = folder / (row["id"] + ".mp4")
+                    shutil.copyfile(SAMPLE, video)
+                    data = video.read_bytes()
+                    entry.update(output_uri=f"{{prefix}}/{{video.name}}", request_id="req-" + row["id"],
+                                 bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                                 submitted_at="2026-01-01T00:00:00+00:00", completed_at="2026-01-01T00:01:00+00:00")
+                    Path(f"{{video}}.json").write_text(json.dumps({{"request_id": entry["request_id"]}}))
+                manifest.write(json.dumps({{**entry, **{{k: v for k, v in row.items() if k != "id"}}}}) + "\\n")
+        to_pay = len(self.requests) - counts["reused"]
+        return {{"manifest_uri": f"{{prefix}}/manifest.jsonl", "output_prefix": prefix, "total": len(self.requests),
+                **counts, "cost_usd": round(counts["generated"] * PRICE_PER_VIDEO_USD, 2),
+                "estimated_cost_usd": round(to_pay * PRICE_PER_VIDEO_USD, 2)}}
+
+
+ROWS = [
+    {{"id": f"row-{{n:02d}}", "image_url": {image_url!r}, "prompt": f"Harbour at dawn, take {{n}}", "duration": 4}}
+    for n in range({rows})
+]
+ROWS[3]["prompt"] = {prompt!r}
+ROWS[7]["image_url"] = {signed!r}
+
+with DAG(dag_id={dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False):
+    BatchOfRows(task_id="batch", requests=ROWS, output_prefix={folder!r} + "/{{{{ ti.task_id }}}}/")
+    BatchOfRows(task_id="dry_run", requests=ROWS[:5], output_prefix={folder!r} + "/{{{{ ti.task_id }}}}", dry_run=True)
+"""
 # The sensor DAG: a non-waiting submit, the sensor that waits and downloads, and a video left at the gateway.
 SENSOR_DAG = """
 import pendulum
@@ -112,6 +196,21 @@ def test_importing_the_plugin_builds_no_app() -> None:
 # ---------------------------------------------------------------- real runs in this process's metadata DB
 
 
+def write_batch_tasks_dag(dags: Path, videos: Path, image_url: str) -> None:
+    """``BATCH_TASKS_DAG`` in the folder ``dags``, its batches written under ``videos``."""
+    source = BATCH_TASKS_DAG.format(
+        dag_id=BATCH_TASKS,
+        failed=FAILED_ROWS,
+        reused=REUSED_ROWS,
+        rows=BATCH_ROWS,
+        image_url=image_url,
+        prompt=HOSTILE_PROMPT,
+        signed=SIGNED_IMAGE,
+        folder=f"file://{videos}",
+    )
+    (dags / f"{BATCH_TASKS}.py").write_text(source)
+
+
 @dataclass(frozen=True)
 class Runs:
     run_ids: dict[str, str]
@@ -150,6 +249,7 @@ def runs(simulator_process: SimulatorProcess, tmp_path_factory: pytest.TempPathF
             dag_id=SENSOR, image_url=image_url, prompt=HOSTILE_PROMPT, output_uri=f"file://{videos}/sensor.mp4"
         )
     )
+    write_batch_tasks_dag(dags, videos, image_url)
     env = airflow_env(
         HOME,
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=str(settings.SQL_ALCHEMY_CONN),  # the DB this process reads
@@ -165,7 +265,7 @@ def runs(simulator_process: SimulatorProcess, tmp_path_factory: pytest.TempPathF
         [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
     )
     assert migrated.returncode == 0, migrated.stderr[-3000:]
-    for dag_id in (BATCH, TASKFLOW, SENSOR):
+    for dag_id in (BATCH, TASKFLOW, SENSOR, BATCH_TASKS):
         dags_test(env, dag_id)
 
     from airflow.models.dagrun import DagRun
@@ -259,6 +359,11 @@ def tab_url(runs: Runs, dag_id: str, task_id: str, map_index: int | str = -1, ru
 
 def stream_url(runs: Runs, dag_id: str, task_id: str, map_index: int = -1) -> str:
     return f"{run_url(runs, dag_id)}/tasks/{task_id}/video.mp4?map_index={map_index}"
+
+
+def row_url(runs: Runs, row_id: str, task_id: str = "batch", run_id: str | None = None) -> str:
+    """The stream of one row's video of a batch task."""
+    return f"{run_url(runs, BATCH_TASKS, run_id)}/tasks/{task_id}/batch/{row_id}.mp4?map_index=-1"
 
 
 def read_xcom(dag_id: str, run_id: str, task_id: str, map_index: int, key: str = "return_value") -> Any:
@@ -385,9 +490,8 @@ def test_task_of_another_kind_says_so(client: Any, runs: Runs) -> None:
     assert client.get(stream_url(runs, BATCH, "read_requests"), headers=login()).status_code == 404
 
 
-@pytest.fixture(scope="module")
-def pending_run(runs: Runs) -> str:
-    """A second run of the sensor DAG, created as the scheduler would; its tasks get states per test."""
+def create_run(dag_id: str, run_id: str = "pending") -> str:
+    """A new run of the DAG, created as the scheduler would: task instances, no rendered fields nor XCom."""
     import pendulum
     from airflow.models.dagbag import DBDagBag
     from airflow.utils.session import create_session
@@ -395,20 +499,26 @@ def pending_run(runs: Runs) -> str:
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
     with create_session() as session:
-        dag = DBDagBag().get_latest_version_of_dag(SENSOR, session=session)
+        dag = DBDagBag().get_latest_version_of_dag(dag_id, session=session)
         assert dag is not None
         dag.create_dagrun(
-            run_id="pending",
+            run_id=run_id,
             run_after=pendulum.now("UTC"),
             run_type=DagRunType.MANUAL,
             triggered_by=DagRunTriggeredByType.TEST,
             state=DagRunState.RUNNING,
             session=session,
         )
-    return "pending"
+    return run_id
 
 
-def set_state(run_id: str, task_id: str, state: str | None) -> None:
+@pytest.fixture(scope="module")
+def pending_run(runs: Runs) -> str:
+    """A second run of the sensor DAG; its tasks get states per test."""
+    return create_run(SENSOR)
+
+
+def set_state(run_id: str, task_id: str, state: str | None, dag_id: str = SENSOR) -> None:
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy import update
@@ -416,7 +526,7 @@ def set_state(run_id: str, task_id: str, state: str | None) -> None:
     with create_session() as session:
         session.execute(
             update(TaskInstance)
-            .where(TaskInstance.dag_id == SENSOR, TaskInstance.run_id == run_id, TaskInstance.task_id == task_id)
+            .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == task_id)
             .values(state=state)
         )
 
@@ -453,11 +563,20 @@ def test_task_without_a_video_says_why(
 # ---------------------------------------------------------------- the stream
 
 
+def batch_folder(runs: Runs, task_id: str = "batch") -> Path:
+    return Path(read_xcom(BATCH_TASKS, runs.run_ids[BATCH_TASKS], task_id, -1)["output_prefix"].removeprefix("file://"))
+
+
 @pytest.mark.dags
-def test_stream_serves_the_file_and_its_byte_ranges(client: Any, runs: Runs) -> None:
-    content = video_file(read_xcom(BATCH, runs.run_ids[BATCH], "generate_video", 1)).read_bytes()
+@pytest.mark.parametrize("route", ["video", "batch row"])
+def test_stream_serves_the_file_and_its_byte_ranges(client: Any, runs: Runs, route: str) -> None:
+    if route == "video":
+        content = video_file(read_xcom(BATCH, runs.run_ids[BATCH], "generate_video", 1)).read_bytes()
+        url = stream_url(runs, BATCH, "generate_video", 1)
+    else:
+        content = (batch_folder(runs) / "row-21.mp4").read_bytes()
+        url = row_url(runs, "row-21")
     size = len(content)
-    url = stream_url(runs, BATCH, "generate_video", 1)
 
     whole = client.get(url, headers=login())
     assert whole.status_code == 200 and whole.content == content
@@ -580,6 +699,241 @@ def test_gallery_of_a_sensor_run(client: Any, runs: Runs) -> None:
     assert "submitted as request" in page
 
 
+# ---------------------------------------------------------------- batch tasks
+
+
+def batch_tab_url(runs: Runs, task_id: str = "batch", query: str = "", run_id: str | None = None) -> str:
+    return tab_url(runs, BATCH_TASKS, task_id, run_id=run_id) + query
+
+
+def cards(page: str) -> list[str]:
+    """The rows of the videos on a batch page, in their order."""
+    return re.findall(r'<section class="card" data-row="([^"]+)"', page)
+
+
+def words(page: str) -> str:
+    """The page with its runs of white space made one space, to find a sentence the template wraps."""
+    return " ".join(page.split())
+
+
+@pytest.fixture(scope="module")
+def pending_batch_run(runs: Runs) -> str:
+    """A second run of the batch tasks' DAG: no rendered fields, no summary; states per test."""
+    return create_run(BATCH_TASKS)
+
+
+@pytest.mark.dags
+def test_batch_tab_shows_counts_spend_and_a_page_of_videos(client: Any, runs: Runs) -> None:
+    reply = client.get(batch_tab_url(runs), headers=login())
+    assert reply.status_code == 200, reply.text
+    page = reply.text
+    summary = read_xcom(BATCH_TASKS, runs.run_ids[BATCH_TASKS], "batch", -1)
+    for name, value in (("total", 30), ("generated", 27), ("reused", 1), ("failed", 2), ("planned", 0)):
+        assert summary[name] == value and f'data-field="{name}">{value}<' in page, name
+    assert 'data-field="cost">USD 16.20<' in page and 'data-field="estimated_cost">USD 17.40<' in page
+    assert f'data-field="manifest_uri">{summary["manifest_uri"]}<' in page
+    assert summary["manifest_uri"] == f"{summary['output_prefix']}/manifest.jsonl"
+    assert cards(page) == VIDEO_ROWS[:24]
+    for row_id in VIDEO_ROWS[:24]:
+        assert f'<video controls preload="metadata" src="../../tasks/batch/batch/{row_id}.mp4?map_index=-1">' in page
+    assert '<div class="prompt">Harbour at dawn, take 0</div>' in page and "take 29<" not in page
+    assert '<section class="card" data-row="row-10" data-status="reused">' in page
+    assert 'data-field="video_count">28<' in page and "Page 1 of 2" in page
+    policy = reply.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "media-src 'self';" in policy and "script-src" not in policy
+    assert reply.headers["cache-control"] == "no-store" and reply.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.dags
+def test_batch_tab_pages_through_the_videos(client: Any, runs: Runs) -> None:
+    first = client.get(batch_tab_url(runs), headers=login()).text
+    assert '<a href="?map_index=-1&amp;page=2&amp;failed_page=1">next</a>' in first
+    second = client.get(batch_tab_url(runs, query="&page=2"), headers=login())
+    assert second.status_code == 200
+    assert cards(second.text) == VIDEO_ROWS[24:] and "Page 2 of 2" in second.text
+    assert '<a href="?map_index=-1&amp;page=1&amp;failed_page=1">previous</a>' in second.text
+    assert client.get(batch_tab_url(runs, query="&page=3"), headers=login()).status_code == 404
+    assert client.get(batch_tab_url(runs, query="&failed_page=2"), headers=login()).status_code == 404
+
+
+@pytest.mark.dags
+@pytest.mark.parametrize(
+    "query",
+    [
+        "page=0",
+        "page=-1",
+        "page=abc",
+        "page=1.5",
+        "page=",
+        "page=1000000",
+        f"page={'9' * 500}",
+        "page=2%2F..",
+        "page=1%00",
+        "failed_page=0",
+        "failed_page=x",
+    ],
+)
+def test_batch_tab_refuses_a_bad_page(client: Any, runs: Runs, query: str) -> None:
+    assert client.get(batch_tab_url(runs, query=f"&{query}"), headers=login()).status_code == 400
+
+
+@pytest.mark.dags
+def test_batch_tab_lists_the_failed_rows_with_their_errors(client: Any, runs: Runs) -> None:
+    page = client.get(batch_tab_url(runs), headers=login()).text
+    assert re.findall(r'<tr data-row="([^"]+)">', page) == ["row-05", "row-17"]
+    assert 'data-field="failed_count">2<' in page
+    assert (
+        '<td class="error">LTX-2 request r-5 failed: content policy &lt;violation&gt; &amp; &#34;quotes&#34;</td>'
+        in page
+    )
+    assert '<td class="error">LTX-2 request r-17 failed: the image could not be read</td>' in page
+    assert "row-05.mp4" not in page  # no video for a failed row
+
+
+@pytest.mark.dags
+def test_batch_prompt_is_escaped(client: Any, runs: Runs) -> None:
+    page = client.get(batch_tab_url(runs), headers=login()).text
+    assert "row-03" in cards(page)
+    assert "Lighthouse &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;waves&lt;/b&gt;" in page
+    assert "<script" not in page and "<b>" not in page
+
+
+@pytest.mark.dags
+def test_dry_run_batch_shows_the_plan_and_its_estimate(client: Any, runs: Runs) -> None:
+    page = client.get(batch_tab_url(runs, "dry_run"), headers=login()).text
+    assert 'data-field="planned">5<' in page and 'data-field="generated">0<' in page
+    assert 'data-field="cost">USD 0.00<' in page
+    assert "Dry run: 5 rows planned, not generated; estimated cost USD 3.00." in words(page)
+    assert "<video" not in page and cards(page) == []
+
+
+@pytest.mark.dags
+@pytest.mark.parametrize(
+    ("row_id", "expected"),
+    [
+        ("..", 400),
+        ("%2E%2E", 400),
+        (".", 400),
+        ("row%2001", 400),
+        ("row-01%00", 400),
+        ("a" * 129, 400),
+        ("..%2F..%2F..%2Fdry_run%2Fmanifest", 404),
+        ("row-01%2F..%2F..%2Fbatch%2Frow-01", 404),
+        ("...", 404),
+        ("row-99", 404),  # not in the manifest
+        ("row-05", 404),  # failed: no video
+        ("row-01.mp4", 404),
+        ("manifest", 404),
+    ],
+)
+def test_row_ids_outside_the_manifest_are_refused(client: Any, runs: Runs, row_id: str, expected: int) -> None:
+    assert client.get(row_url(runs, row_id), headers=login()).status_code == expected
+
+
+@pytest.mark.dags
+def test_rows_are_served_only_from_their_own_batch_task(client: Any, runs: Runs) -> None:
+    assert client.get(row_url(runs, "row-01"), headers=login()).status_code == 200
+    assert client.get(row_url(runs, "row-01", task_id="dry_run"), headers=login()).status_code == 404  # planned
+    sensor_row = f"{run_url(runs, SENSOR)}/tasks/wait/batch/row-01.mp4"
+    assert client.get(sensor_row, headers=login()).status_code == 404  # not a batch task
+    # ... and a batch task has no single video
+    assert client.get(f"{run_url(runs, BATCH_TASKS)}/tasks/batch/video.mp4", headers=login()).status_code == 404
+
+
+@pytest.mark.dags
+def test_row_whose_file_is_not_an_mp4_is_not_served(client: Any, runs: Runs) -> None:
+    video = batch_folder(runs) / "row-02.mp4"
+    original = video.read_bytes()
+    try:
+        video.write_bytes(b"#!/bin/sh\necho this is not a video\n")
+        assert client.get(row_url(runs, "row-02"), headers=login()).status_code == 403
+        video.unlink()
+        assert client.get(row_url(runs, "row-02"), headers=login()).status_code == 404
+    finally:
+        video.write_bytes(original)
+    assert client.get(row_url(runs, "row-02"), headers=login()).status_code == 200
+
+
+@pytest.mark.dags
+def test_forged_batch_folder_is_neither_read_nor_served(client: Any, runs: Runs) -> None:
+    """XCom is editable through the REST API; a batch is read only from the output_prefix the task rendered."""
+    run_id = runs.run_ids[BATCH_TASKS]
+    summary = read_xcom(BATCH_TASKS, run_id, "batch", -1)
+    dry_run = read_xcom(BATCH_TASKS, run_id, "dry_run", -1)
+    for forged in (
+        {**summary, "output_prefix": dry_run["output_prefix"]},
+        {**summary, "manifest_uri": dry_run["manifest_uri"]},
+        {**summary, "output_prefix": "file:///etc", "manifest_uri": "file:///etc/manifest.jsonl"},
+        {**summary, "manifest_uri": summary["output_prefix"] + "/../../../../etc/manifest.jsonl"},
+        dry_run,
+    ):
+        with xcom_replaced(BATCH_TASKS, run_id, "batch", -1, forged):
+            assert client.get(row_url(runs, "row-01"), headers=login()).status_code == 403, forged
+            page = client.get(batch_tab_url(runs), headers=login())
+            assert page.status_code == 200 and "<video" not in page.text and cards(page.text) == []
+            assert "is not the folder it rendered" in page.text
+    assert client.get(row_url(runs, "row-01"), headers=login()).status_code == 200
+
+
+@pytest.mark.dags
+def test_batch_without_rendered_fields_is_not_served(client: Any, runs: Runs, pending_batch_run: str) -> None:
+    """Airflow keeps a task's last 30 rendered fields: without them, a batch's summary says nothing is served."""
+    summary = read_xcom(BATCH_TASKS, runs.run_ids[BATCH_TASKS], "batch", -1)
+    set_state(pending_batch_run, "batch", "success", dag_id=BATCH_TASKS)
+    with xcom_replaced(BATCH_TASKS, pending_batch_run, "batch", -1, summary):
+        stream = client.get(row_url(runs, "row-01", run_id=pending_batch_run), headers=login())
+        assert stream.status_code == 403
+        page = client.get(batch_tab_url(runs, run_id=pending_batch_run), headers=login()).text
+    assert 'data-field="generated">27<' in page and "<video" not in page
+    assert "Airflow no longer keeps the rendered output_prefix" in page
+
+
+@pytest.mark.dags
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (None, "not started yet"),
+        ("queued", "queued: the video has not been requested yet."),
+        ("running", "running: submitting the request or waiting for the video."),
+        ("up_for_retry", "up for retry"),
+    ],
+)
+def test_batch_without_a_summary_says_its_state(
+    client: Any, runs: Runs, pending_batch_run: str, state: str | None, expected: str
+) -> None:
+    set_state(pending_batch_run, "batch", state, dag_id=BATCH_TASKS)
+    reply = client.get(batch_tab_url(runs, run_id=pending_batch_run), headers=login())
+    assert reply.status_code == 200
+    assert f"No batch summary yet. This task is {expected}" in reply.text
+    assert "<video" not in reply.text and "is not the folder" not in reply.text
+
+
+@pytest.mark.dags
+def test_failed_batch_shows_the_manifest_it_left(client: Any, runs: Runs) -> None:
+    """A batch with too many failed rows fails after writing its manifest: its rows are still shown."""
+    run_id = runs.run_ids[BATCH_TASKS]
+    set_state(run_id, "batch", "failed", dag_id=BATCH_TASKS)
+    try:
+        with xcom_replaced(BATCH_TASKS, run_id, "batch", -1, None):
+            page = client.get(batch_tab_url(runs), headers=login()).text
+            assert client.get(row_url(runs, "row-01"), headers=login()).status_code == 200
+    finally:
+        set_state(run_id, "batch", "success", dag_id=BATCH_TASKS)
+    assert "No batch summary yet. This task is failed: no video." in page
+    assert cards(page) == VIDEO_ROWS[:24] and '<tr data-row="row-05">' in page
+
+
+@pytest.mark.dags
+def test_gallery_counts_each_batch_task(client: Any, runs: Runs) -> None:
+    page = words(client.get(f"{run_url(runs, BATCH_TASKS)}/videos", headers=login()).text)
+    assert (
+        '<li data-batch="batch" data-map-index="-1">batch: 28 videos in its batch (2 failed), spent USD 16.20: '
+        'see the task\'s "LTX-2 video" tab.' in page
+    )
+    assert "dry_run: 0 videos in its batch (0 failed, 5 planned), spent USD 0.00" in page
+    assert "This run has no LTX-2 tasks" not in page and "<video" not in page and "without a video" not in page
+
+
 # ---------------------------------------------------------------- access
 
 
@@ -588,7 +942,10 @@ def every_page(runs: Runs) -> list[str]:
     return [
         *(tab_url(runs, dag_id, task_id, index) for dag_id, task_id, index in VIDEO_TASKS),
         *(stream_url(runs, dag_id, task_id, index) for dag_id, task_id, index in VIDEO_TASKS),
-        *(f"{run_url(runs, dag_id)}/videos" for dag_id in (BATCH, TASKFLOW, SENSOR)),
+        *(f"{run_url(runs, dag_id)}/videos" for dag_id in (BATCH, TASKFLOW, SENSOR, BATCH_TASKS)),
+        batch_tab_url(runs),
+        batch_tab_url(runs, "dry_run"),
+        row_url(runs, "row-01"),
     ]
 
 
@@ -688,10 +1045,9 @@ def test_no_secret_in_any_page(client: Any, runs: Runs) -> None:
     """No page holds the gateway key, nor the signature of a signed image URL the operator sent."""
     run_id = runs.run_ids[BATCH]
     result = read_xcom(BATCH, run_id, "generate_video", 2)
-    signed = "https://bucket.s3.amazonaws.com/in/1.jpg?X-Amz-Credential=AKIA123&X-Amz-Signature=f00d"
-    request = {**result["request"], "image_url": signed}
+    request = {**result["request"], "image_url": SIGNED_IMAGE}  # the batch's row 7 has it too
     with xcom_replaced(BATCH, run_id, "generate_video", 2, {**result, "request": request}):
-        pages = [client.get(url, headers=login()).text for url in every_page(runs) if "video.mp4" not in url]
+        pages = [client.get(url, headers=login()).text for url in every_page(runs) if ".mp4" not in url]
     for page in pages:
         assert KEY not in page and "X-Amz-Signature" not in page and "AKIA123" not in page
     assert any("https://bucket.s3.amazonaws.com/in/1.jpg (query not shown)" in page for page in pages)

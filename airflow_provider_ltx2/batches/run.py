@@ -8,7 +8,6 @@ with the jobs in flight and the failed rows, and finished rows are found by thei
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -17,6 +16,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ltx2 import metrics, storage
+from airflow_provider_ltx2.batches.manifest import (
+    FAILED,
+    GENERATED,
+    PLANNED,
+    REUSED,
+    STATUSES,
+    manifest_entry,
+    write_manifest,
+)
 from airflow_provider_ltx2.batches.progress import BatchProgress, BatchRecord, FailedRow, InFlight
 from airflow_provider_ltx2.batches.table import Row, Table
 from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
@@ -40,7 +48,6 @@ if TYPE_CHECKING:
     from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 
 PROGRESS_LOG_EVERY = 60.0
-GENERATED, REUSED, FAILED, PLANNED = "generated", "reused", "failed", "planned"
 
 
 @dataclass(frozen=True)
@@ -315,7 +322,8 @@ class BatchRun:
 
     def finish(self) -> dict[str, Any]:
         """Write the manifest (every row's fate, from the sidecars and the failed rows); the batch's counts."""
-        result = self.result(write_manifest(self.table, self.settings, self.manifest_entries()))
+        entries = self.manifest_entries()
+        result = self.result(write_manifest(self.table.manifest_uri, self.settings.output_conn_id, entries))
         self.log.info(
             "Batch done: %d rows, %d generated, %d reused, %d failed; USD %.2f spent (estimate USD %.2f). Manifest: %s",
             result["total"],
@@ -342,7 +350,7 @@ class BatchRun:
             "manifest_uri": self.table.manifest_uri,
             "output_prefix": self.table.output_prefix,
             "total": len(self.table.rows),
-            **{status: counts.get(status, 0) for status in (GENERATED, REUSED, FAILED, PLANNED)},
+            **{status: counts.get(status, 0) for status in STATUSES},
             "cost_usd": self.progress.cost_usd,
             "estimated_cost_usd": round(self.progress.estimated * PRICE_PER_VIDEO_USD, 2),
         }
@@ -370,43 +378,3 @@ class BatchRun:
 
 def _failure_times(failed: FailedRow) -> dict[str, Any]:
     return {"request_id": failed.request_id, "submitted_at": failed.submitted_at, "completed_at": failed.completed_at}
-
-
-def manifest_entry(
-    row: Row,
-    status: str,
-    *,
-    saved: Mapping[str, Any] | None = None,
-    error: str | None = None,
-    request_id: str | None = None,
-    submitted_at: str | None = None,
-    completed_at: str | None = None,
-) -> dict[str, Any]:
-    """One manifest line: the row's fate and the request as sent (its image as given, never signed)."""
-    saved = saved or {}
-    video = status in (GENERATED, REUSED)
-    return {
-        "id": row.id,
-        "status": status,
-        "output_uri": row.output_uri if video else None,
-        "request_id": saved.get("request_id", request_id),
-        "bytes": saved.get("bytes"),
-        "sha256": saved.get("sha256"),
-        "error": error,
-        "submitted_at": saved.get("submitted_at", submitted_at),
-        "completed_at": saved.get("completed_at", completed_at),
-        **row.request,
-    }
-
-
-def write_manifest(table: Table, settings: BatchSettings, entries: Iterator[dict[str, Any]]) -> dict[str, int]:
-    """Write ``manifest.jsonl`` in place (a killed writer leaves the old one whole); count its statuses."""
-    counts = {GENERATED: 0, REUSED: 0, FAILED: 0, PLANNED: 0}
-
-    def lines() -> Iterator[bytes]:
-        for entry in entries:
-            counts[entry["status"]] += 1
-            yield (json.dumps(entry, sort_keys=False) + "\n").encode()
-
-    storage.write_file(table.manifest_uri, settings.output_conn_id, lines())
-    return counts

@@ -12,7 +12,6 @@ import csv
 import hashlib
 import io
 import json
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,13 +19,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_ltx2.api.request import build_request
+from airflow_provider_ltx2.batches.manifest import is_row_id, manifest_uri, video_uri
 from airflow_provider_ltx2.contract import REQUEST_FIELDS
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 
-ROW_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 ROW_FIELDS = ("id", *REQUEST_FIELDS)
 TABLE_SUFFIXES = (".jsonl", ".csv")
-MANIFEST_NAME = "manifest.jsonl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +47,7 @@ class Table:
 
     @property
     def manifest_uri(self) -> str:
-        return f"{self.output_prefix}/{MANIFEST_NAME}"
+        return manifest_uri(self.output_prefix)
 
     @cached_property
     def _positions(self) -> dict[str, int]:
@@ -155,7 +153,7 @@ def _check_row(number: int, raw: Mapping[str, Any], defaults: Mapping[str, Any],
     except Ltx2ValidationError as error:
         raise Ltx2ValidationError(f"{label}: {error}") from None
     row_id = _row_id(label, given, request)
-    return Row(number, row_id, request, f"{prefix}/{row_id}.mp4")
+    return Row(number, row_id, request, video_uri(prefix, row_id))
 
 
 def _row_id(label: str, given: Any, request: Mapping[str, Any]) -> str:
@@ -163,7 +161,7 @@ def _row_id(label: str, given: Any, request: Mapping[str, Any]) -> str:
         return "r-" + hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:20]
     if isinstance(given, int) and not isinstance(given, bool):
         given = str(given)
-    if not isinstance(given, str) or not ROW_ID.fullmatch(given) or given in (".", ".."):
+    if not is_row_id(given):
         raise Ltx2ValidationError(
             f"{label}: invalid id={_short(given)}; accepted values are 1 to 128 letters, digits, '-', '_' or '.' "
             "(it names the row's video file)."

@@ -374,8 +374,9 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_ltx2.batches.manifest import write_manifest
         from airflow_provider_ltx2.batches.progress import BatchRecord
-        from airflow_provider_ltx2.batches.run import BatchRun, check_budget, survey, write_manifest
+        from airflow_provider_ltx2.batches.run import BatchRun, check_budget, survey
         from airflow_provider_ltx2.delivery import failure_reported
 
         with failure_reported(context):
@@ -415,7 +416,9 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
             check_budget(table, found, self.max_cost_usd)
             run = BatchRun.start(self.hook, table, settings, record, self.log, found)
             if self.plan_only:
-                result = run.result(write_manifest(table, settings, run.plan_entries(found)))
+                result = run.result(
+                    write_manifest(table.manifest_uri, settings.output_conn_id, run.plan_entries(found))
+                )
                 self.log.info("Dry run: nothing was paid. The plan is in %s", table.manifest_uri)
                 self.batch_result = result
                 return result
@@ -485,6 +488,10 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         from airflow_provider_ltx2 import lineage
 
         return lineage.batch_lineage(self.requests, self.output_prefix, self.batch_result)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage of a failed batch: its table in and its output prefix out (with counts if it finished)."""
+        return self.get_openlineage_facets_on_complete(task_instance)
 
 
 def check_batch_arguments(max_concurrent_jobs: Any, max_cost_usd: Any, max_failed_items: Any) -> None:

@@ -1,4 +1,5 @@
-"""The plugin's FastAPI app: the video tab, the run's gallery, and the MP4 stream that lets the browser seek.
+"""The plugin's FastAPI app: the video tab (a batch task's page for a batch task), the run's gallery, and the
+MP4 streams that let the browser seek.
 
 Built by ``plugins.ltx2`` on the first request, so only in the api-server. Every route lives under
 ``/dags/{dag_id}/runs/{run_id}`` and is guarded by Airflow's own check for reading that DAG's XComs and
@@ -7,16 +8,19 @@ DB session, the tasks from the run's serialized DAG.
 
 The stream serves only what the task itself wrote: the ``output_uri`` of the task's result dict, checked
 against the ``output_uri`` the task rendered (XCom can be edited through the REST API; rendered fields
-cannot), and only if the file is an MP4.
+cannot), and only if the file is an MP4. A batch task's stream serves only ``{output_prefix}/{id}.mp4`` of
+the ``output_prefix`` it rendered, for a row its manifest lists with a video, again only if it is an MP4.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
@@ -33,8 +37,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from airflow_provider_ltx2.api.media import is_mp4
-from airflow_provider_ltx2.links import Ltx2VideoLink
-from airflow_provider_ltx2.plugins.pages import TaskSlot, Video, finished_result, gallery_page, task_page
+from airflow_provider_ltx2.batches import manifest
+from airflow_provider_ltx2.links import Ltx2BatchLink, Ltx2VideoLink
+from airflow_provider_ltx2.plugins.batch import BatchRow, BatchSummary, ManifestPage, find_row, read_page
+from airflow_provider_ltx2.plugins.pages import (
+    TaskSlot,
+    Video,
+    batch_page,
+    finished_result,
+    gallery_page,
+    task_page,
+)
 from airflow_provider_ltx2.plugins.ranges import RangeNotSatisfiable, byte_range
 from airflow_provider_ltx2.xcom import FAILURE
 
@@ -44,6 +57,8 @@ log = logging.getLogger(__name__)
 UNMAPPED_PLACEHOLDER = "{MAP_INDEX}"
 CHUNK_BYTES = 256 * 1024
 _HOST = re.compile(r"[A-Za-z0-9.-]+")
+_PAGE = re.compile(r"[1-9][0-9]{0,5}")
+T = TypeVar("T")
 
 
 def map_index_param(map_index: Annotated[str, Query(max_length=12)] = "-1") -> int:
@@ -58,6 +73,27 @@ def map_index_param(map_index: Annotated[str, Query(max_length=12)] = "-1") -> i
 MapIndexDep = Annotated[int, Depends(map_index_param)]
 
 
+def page_number(name: str, value: str) -> int:
+    """A page of a batch's listing: a positive integer of at most 6 digits, else 400."""
+    if not _PAGE.fullmatch(value):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name}: expected a page number from 1 to 999999")
+    return int(value)
+
+
+def page_param(page: str = "1") -> int:
+    """The page of a batch's videos."""
+    return page_number("page", page)
+
+
+def failed_page_param(failed_page: str = "1") -> int:
+    """The page of a batch's failed rows, paged apart from its videos."""
+    return page_number("failed_page", failed_page)
+
+
+PageDep = Annotated[int, Depends(page_param)]
+FailedPageDep = Annotated[int, Depends(failed_page_param)]
+
+
 @dataclass(frozen=True)
 class FoundTask:
     """A task instance the caller asked for, and what the views need of its task."""
@@ -69,6 +105,16 @@ class FoundTask:
     @property
     def ours(self) -> bool:
         return is_ltx2_task(self.task)
+
+    @property
+    def batch(self) -> bool:
+        return is_batch_task(self.task)
+
+    @property
+    def output_prefix(self) -> str | None:
+        """The batch's folder as the task rendered it; None once Airflow no longer keeps its rendered fields."""
+        value = self.rendered.get("output_prefix")
+        return value if isinstance(value, str) and value else None
 
     @property
     def operator(self) -> str:
@@ -87,9 +133,19 @@ class FoundTask:
         return None
 
 
+def has_link(task: Any, name: str) -> bool:
+    """Whether the serialized task carries the extra link ``name`` (subclasses of our operators do too)."""
+    return name in (getattr(task, "operator_extra_link_dict", None) or {})
+
+
 def is_ltx2_task(task: Any) -> bool:
     """Operator, sensor, decorator, and their subclasses: every task that carries the "LTX-2 video" link."""
-    return Ltx2VideoLink.name in (getattr(task, "operator_extra_link_dict", None) or {})
+    return has_link(task, Ltx2VideoLink.name)
+
+
+def is_batch_task(task: Any) -> bool:
+    """A batch generation task: it carries the "LTX-2 batch" link instead."""
+    return has_link(task, Ltx2BatchLink.name)
 
 
 def find_run(session: Session, dag_id: str, run_id: str) -> DagRun:
@@ -157,6 +213,11 @@ def stream_path(slot: TaskSlot) -> str:
     return f"tasks/{quote(slot.task_id, safe='')}/video.mp4?map_index={slot.map_index}"
 
 
+def row_stream_path(slot: TaskSlot, row_id: str) -> str:
+    """The plugin's stream of one row's video of a batch task instance, relative to its run's URL."""
+    return f"tasks/{quote(slot.task_id, safe='')}/batch/{quote(row_id, safe='')}.mp4?map_index={slot.map_index}"
+
+
 def video_of(slot: TaskSlot, run_relative: str) -> Video | None:
     """The slot's finished video, streamed by the plugin when downloaded, else from the gateway's URL."""
     result = finished_result(slot.returned)
@@ -212,6 +273,32 @@ def read_bytes(path: Any, first: int, length: int) -> Iterator[bytes]:
             yield chunk
 
 
+@contextmanager
+def reading_store(what: str) -> Iterator[None]:
+    """Errors of the store while reading ``what``: 404 when it is gone, 502 (logged, not shown) for the rest."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{what[:1].upper()}{what[1:]} is gone from its store") from None
+    except Exception as error:  # the store's own errors, not the caller's
+        log.exception("Could not read %s from its store", what)
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"Could not read {what}") from error
+
+
+def open_mp4(uri: str, conn_id: str | None, what: str) -> tuple[Any, int]:
+    """The file at ``uri`` and its size, if it is an MP4 by its first bytes (403 otherwise)."""
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    with reading_store(what):
+        path = ObjectStoragePath(uri, conn_id=conn_id)
+        size = int(path.stat().st_size)
+        with path.open("rb") as stream:
+            head = stream.read(12)
+    if not is_mp4(head):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"Not an MP4: {what}")
+    return path, size
+
+
 def open_video(found: FoundTask) -> tuple[Any, int]:
     """The task's downloaded MP4 in its store and its size; 4xx when there is none it may be served from."""
     result = finished_result(found.slot.returned)
@@ -223,23 +310,96 @@ def open_video(found: FoundTask) -> tuple[Any, int]:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, f"The output_uri in the XCom of {found.slot.label} is not the one it rendered"
         )
+    return open_mp4(output_uri, found.output_conn_id, f"the video of {found.slot.label}")
+
+
+def batch_folder(found: FoundTask, summary: BatchSummary | None) -> str:
+    """The batch's rendered ``output_prefix``; 403 without one, or when its XCom summary names another folder.
+
+    A task without a summary (it failed after writing its manifest, or does not push XCom) is read from the
+    folder it rendered all the same: that folder is the one authority on what may be served.
+    """
+    prefix = found.output_prefix
+    if prefix is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"Airflow no longer keeps the rendered output_prefix of {found.slot.label}: its files are not served",
+        )
+    if summary is not None and not summary.agrees_with(prefix):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"The output_prefix or manifest_uri in the XCom of {found.slot.label} is not the folder it rendered",
+        )
+    return prefix
+
+
+def read_manifest(found: FoundTask, prefix: str, consume: Callable[[Iterator[str]], T]) -> T:
+    """``consume`` applied to the lines of the manifest in ``prefix``, streamed from the task's store."""
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
+    with reading_store(f"the manifest of {found.slot.label}"):
+        path = ObjectStoragePath(manifest.manifest_uri(prefix), conn_id=found.output_conn_id)
+        with path.open("r", encoding="utf-8", errors="replace") as lines:
+            return consume(lines)
+
+
+def open_row_video(found: FoundTask, row_id: str) -> tuple[Any, int]:
+    """A batch row's MP4 and its size: only ``{rendered output_prefix}/{row_id}.mp4`` of a listed video row."""
+    if not found.batch:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{found.slot.label} is not an LTX-2 batch task")
+    prefix = batch_folder(found, BatchSummary.of(found.slot.returned))
+    row: BatchRow | None = read_manifest(found, prefix, partial(find_row, row_id=row_id))
+    if row is None or not row.has_video:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"The batch of {found.slot.label} has no video {row_id!r}")
+    return open_mp4(manifest.video_uri(prefix, row_id), found.output_conn_id, f"row {row_id} of {found.slot.label}")
+
+
+def file_response(path: Any, size: int, range_header: str | None) -> Response:
+    """An MP4 whole (200) or the one byte range asked for (206), so that the browser can seek."""
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, max-age=60",
+        "X-Content-Type-Options": "nosniff",
+    }
     try:
-        path = ObjectStoragePath(output_uri, conn_id=found.output_conn_id)
-        size = int(path.stat().st_size)
-        with path.open("rb") as stream:
-            head = stream.read(12)
-    except FileNotFoundError:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"The video of {found.slot.label} is gone from its store"
-        ) from None
-    except Exception as error:  # the store's own errors, not the caller's: logged here, not shown
-        log.exception("Could not read the LTX-2 video of %s from its store", found.slot.label)
-        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"Could not read the video of {found.slot.label}") from error
-    if not is_mp4(head):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"The output_uri of {found.slot.label} is not an MP4")
-    return path, size
+        chosen = byte_range(range_header, size)
+    except RangeNotSatisfiable:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+    if chosen is None:
+        first, length, code = 0, size, 200
+    else:
+        first, length, code = chosen.first, chosen.length, 206
+        headers["Content-Range"] = chosen.content_range
+    headers["Content-Length"] = str(length)
+    return StreamingResponse(read_bytes(path, first, length), status_code=code, headers=headers, media_type="video/mp4")
+
+
+def batch_tab(found: FoundTask, page: int, failed_page: int) -> str:
+    """A batch task's page: its summary (XCom), and a page of its manifest when its folder may be read.
+
+    Without a summary yet, a manifest in the folder (the last try that wrote one) is shown if there is one;
+    with one, why the manifest could not be read is shown instead of the rows.
+    """
+    summary = BatchSummary.of(found.slot.returned)
+    listing: ManifestPage | None = None
+    manifest_uri: str | None = None
+    notice: str | None = None
+    try:
+        prefix = batch_folder(found, summary)
+        manifest_uri = manifest.manifest_uri(prefix)
+        listing = read_manifest(found, prefix, partial(read_page, page=page, failed_page=failed_page))
+    except HTTPException as refused:
+        notice = str(refused.detail) if summary is not None else None
+    if listing is not None and not listing.exists:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"The batch of {found.slot.label} has no such page")
+    return batch_page(
+        found.slot,
+        summary,
+        listing,
+        manifest_uri=manifest_uri,
+        notice=notice,
+        src=lambda row_id: "../../" + row_stream_path(found.slot, row_id),
+    )
 
 
 def create_app() -> FastAPI:
@@ -256,13 +416,22 @@ def create_app() -> FastAPI:
 
     @router.get("/tasks/{task_id}/video", response_class=HTMLResponse)
     def video_tab(
-        dag_id: str, run_id: str, task_id: str, map_index: MapIndexDep, session: SessionDep, dag_bag: DagBagDep
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: MapIndexDep,
+        page: PageDep,
+        failed_page: FailedPageDep,
+        session: SessionDep,
+        dag_bag: DagBagDep,
     ) -> HTMLResponse:
-        """The "LTX-2 video" tab of a task instance."""
+        """The "LTX-2 video" tab of a task instance; a batch task's page for a batch task."""
         found = find_task(session, dag_bag, dag_id, run_id, task_id, map_index)
+        if found.batch:
+            return html_response(batch_tab(found, page, failed_page), [])
         video = video_of(found.slot, "../../") if found.ours else None
-        page = task_page(found.slot, video, ours=found.ours, operator=found.operator)
-        return html_response(page, [video] if video else [])
+        body = task_page(found.slot, video, ours=found.ours, operator=found.operator)
+        return html_response(body, [video] if video else [])
 
     @router.get("/tasks/{task_id}/video.mp4")
     def video_stream(
@@ -276,34 +445,38 @@ def create_app() -> FastAPI:
     ) -> Response:
         """The task's MP4 from its store, whole (200) or the one byte range asked for (206)."""
         path, size = open_video(find_task(session, dag_bag, dag_id, run_id, task_id, map_index))
-        headers = {
-            "Accept-Ranges": "bytes",
-            "Cache-Control": "private, max-age=60",
-            "X-Content-Type-Options": "nosniff",
-        }
-        try:
-            chosen = byte_range(range_header, size)
-        except RangeNotSatisfiable:
-            return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
-        if chosen is None:
-            first, length, code = 0, size, 200
-        else:
-            first, length, code = chosen.first, chosen.length, 206
-            headers["Content-Range"] = chosen.content_range
-        headers["Content-Length"] = str(length)
-        return StreamingResponse(
-            read_bytes(path, first, length), status_code=code, headers=headers, media_type="video/mp4"
-        )
+        return file_response(path, size, range_header)
+
+    @router.get("/tasks/{task_id}/batch/{row_id}.mp4")
+    def row_stream(
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        row_id: str,
+        map_index: MapIndexDep,
+        session: SessionDep,
+        dag_bag: DagBagDep,
+        range_header: Annotated[str | None, Header(alias="range")] = None,
+    ) -> Response:
+        """One row's MP4 of a batch task, as ``video_stream`` serves a task's."""
+        if not manifest.is_row_id(row_id):
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{row_id!r} is not a row id of a batch")
+        path, size = open_row_video(find_task(session, dag_bag, dag_id, run_id, task_id, map_index), row_id)
+        return file_response(path, size, range_header)
 
     @router.get("/videos", response_class=HTMLResponse)
     def run_gallery(dag_id: str, run_id: str, session: SessionDep, dag_bag: DagBagDep) -> HTMLResponse:
-        """The "LTX-2 videos" tab of a DAG run: every video of every LTX-2 task and map index."""
+        """The "LTX-2 videos" tab of a DAG run: every video of every LTX-2 task and map index, and a line a batch."""
         dag = get_dag_for_run(dag_bag, find_run(session, dag_id, run_id), session)
-        slots = read_slots(session, dag_id, run_id, [task.task_id for task in dag.tasks if is_ltx2_task(task)])
-        videos = [video for slot in slots if (video := video_of(slot, ""))]
+        batch_ids = {task.task_id for task in dag.tasks if is_batch_task(task)}
+        task_ids = [task.task_id for task in dag.tasks if is_ltx2_task(task) or task.task_id in batch_ids]
+        slots = read_slots(session, dag_id, run_id, task_ids)
+        batches = [(slot, BatchSummary.of(slot.returned)) for slot in slots if slot.task_id in batch_ids]
+        singles = [slot for slot in slots if slot.task_id not in batch_ids]
+        videos = [video for slot in singles if (video := video_of(slot, ""))]
         shown = {(video.slot.task_id, video.slot.map_index) for video in videos}
-        pending = [slot for slot in slots if (slot.task_id, slot.map_index) not in shown]
-        return html_response(gallery_page(dag_id, run_id, videos, pending), videos)
+        pending = [slot for slot in singles if (slot.task_id, slot.map_index) not in shown]
+        return html_response(gallery_page(dag_id, run_id, videos, pending, batches), videos)
 
     app.include_router(router)
     return app

@@ -9,17 +9,16 @@ api-server ever serves one.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
-from airflow.providers.common.compat.sdk import AirflowPlugin, conf
+from airflow.providers.common.compat.sdk import AirflowPlugin
+
+from airflow_provider_ltx2.links import PLUGIN_PREFIX, plugin_root
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-URL_PREFIX = "/ltx2"  # Airflow reserves /api/v2, /ui, /execution, /auth and /pluginsv2
-# The UI puts the tab's href in an iframe as is: prefix it with the path of [api] base_url, as the app is.
-_ROOT = urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/") + URL_PREFIX
-RUN_PATH = _ROOT + "/dags/{DAG_ID}/runs/{RUN_ID}"
+# The UI puts the tab's href in an iframe as is: prefixed with the path of [api] base_url, as the app is.
+RUN_PATH = plugin_root() + "/dags/{DAG_ID}/runs/{RUN_ID}"
 
 
 class LazyVideoApp:
@@ -40,7 +39,7 @@ class Ltx2Plugin(AirflowPlugin):
     """The provider's views in Airflow's UI; every request is checked with Airflow's own auth."""
 
     name = "ltx2"
-    fastapi_apps = [{"name": "LTX-2 videos", "app": LazyVideoApp(), "url_prefix": URL_PREFIX}]  # noqa: RUF012
+    fastapi_apps = [{"name": "LTX-2 videos", "app": LazyVideoApp(), "url_prefix": PLUGIN_PREFIX}]  # noqa: RUF012
     external_views = [  # noqa: RUF012
         {
             "name": "LTX-2 video",

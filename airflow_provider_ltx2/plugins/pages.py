@@ -1,4 +1,5 @@
-"""What the "LTX-2 video" tab and the "LTX-2 videos" gallery show, and their HTML.
+"""What the "LTX-2 video" tab (a batch task's page, for a batch task) and the "LTX-2 videos" gallery show,
+and their HTML.
 
 The pages are plain HTML with no script (their Content-Security-Policy forbids any): every value comes
 from XCom, which holds user text (prompts), so all of it goes through Jinja's autoescaping. URLs are shown
@@ -14,13 +15,17 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from airflow_provider_ltx2.batches.manifest import STATUSES
 from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD, REQUEST_FIELDS
+from airflow_provider_ltx2.plugins.batch import page_links
 from airflow_provider_ltx2.xcom import SUCCEEDED
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from jinja2 import Environment
+
+    from airflow_provider_ltx2.plugins.batch import BatchSummary, ManifestPage
 
 # What a task of this provider is doing while it has no video yet, by task instance state.
 STATE_MESSAGES = {
@@ -268,14 +273,82 @@ total price <strong data-field="total_price">USD {{ "%.2f" | format(total_price)
 </section>
 {% endfor %}
 </div>
+{% if batches %}
+<h2>LTX-2 batches</h2>
+<ul>
+{% for slot, summary in batches %}
+<li data-batch="{{ slot.task_id }}" data-map-index="{{ slot.map_index }}">{{ slot.label }}:
+{% if summary %}{{ summary.videos }} video{{ "" if summary.videos == 1 else "s" }} in its batch
+({{ summary.count("failed") }} failed{% if summary.count("planned") %},
+{{ summary.count("planned") }} planned{% endif %}), spent {{ summary.cost_text }}: see the task's "LTX-2 video" tab.
+{% else %}{{ slot.message }}{% endif %}</li>
+{% endfor %}</ul>
+{% endif %}
 {% if pending %}
 <h2>LTX-2 tasks without a video</h2>
 <ul>
 {% for slot in pending %}<li data-task="{{ slot.task_id }}" data-map-index="{{ slot.map_index }}">{{ slot.label }}:
 {{ slot.message }}{% if slot.failure_text %} The gateway said: {{ slot.failure_text }}{% endif %}</li>
 {% endfor %}</ul>
-{% elif not videos %}
+{% elif not videos and not batches %}
 <p>This run has no LTX-2 tasks.</p>
+{% endif %}
+{% endblock %}
+"""
+
+_BATCH = """{% extends "base" %}
+{% macro pager(name, current, last, other_name, other) %}
+{% if last > 1 %}<nav class="pager" data-pager="{{ name }}">Page {{ current }} of {{ last }}
+{% for label, target in page_links(current, last) %}
+· <a href="?map_index={{ slot.map_index }}&amp;{{ name }}={{ target }}&amp;{{ other_name }}={{ other }}">{{ label }}</a>
+{% endfor %}</nav>{% endif %}
+{% endmacro %}
+{% block title %}LTX-2 batch: {{ slot.label }}{% endblock %}
+{% block main %}
+<h1>LTX-2 batch <span class="muted">{{ slot.label }}</span></h1>
+{% if summary %}
+<dl>
+<dt>Rows</dt><dd data-field="total">{{ summary.total }}</dd>
+{% for status in statuses %}
+<dt>{{ status | capitalize }}</dt><dd data-field="{{ status }}">{{ summary.count(status) }}</dd>
+{% endfor %}
+<dt>Spent</dt><dd data-field="cost">{{ summary.cost_text }}</dd>
+<dt>Estimated cost</dt><dd data-field="estimated_cost">{{ summary.estimate_text }}</dd>
+{% if manifest_uri %}<dt>Manifest</dt><dd data-field="manifest_uri">{{ manifest_uri }}</dd>{% endif %}
+</dl>
+{% if summary.count("planned") %}<p class="status" data-status="planned">Dry run: {{ summary.count("planned") }}
+row{{ "" if summary.count("planned") == 1 else "s" }} planned, not generated; estimated cost
+{{ summary.estimate_text }}.</p>{% endif %}
+{% if notice %}<p class="status" data-status="refused">{{ notice }}</p>{% endif %}
+{% else %}
+<p class="status" data-status="{{ slot.state or 'none' }}">No batch summary yet. This task is {{ slot.message }}</p>
+{% if slot.failure_text %}<h2>The gateway said</h2>
+<pre class="failure">{{ slot.failure_text }}</pre>{% endif %}
+{% if listing %}<p data-field="manifest_uri">The manifest its last try wrote: {{ manifest_uri }}</p>{% endif %}
+{% endif %}
+{% if listing %}
+{% if listing.unreadable %}<p class="status" data-status="unreadable">{{ listing.unreadable }} line{{ ""
+ if listing.unreadable == 1 else "s" }} of the manifest could not be read.</p>{% endif %}
+<h2>Videos <span class="muted" data-field="video_count">{{ listing.video_count }}</span></h2>
+{{ pager("page", listing.page, listing.pages, "failed_page", listing.failed_page) }}
+<div class="grid">
+{% for row in listing.videos %}
+<section class="card" data-row="{{ row.id }}" data-status="{{ row.status }}">
+{% if row.servable %}<video controls preload="metadata" src="{{ src(row.id) }}"></video>
+{% else %}<p>Not served: this row's id is not a file name.</p>{% endif %}
+<h2>{{ row.id }}</h2>
+<div class="prompt">{{ row.prompt }}</div>
+<div class="muted">{{ row.status }} · {{ size_text(row.size) }}</div>
+</section>
+{% endfor %}
+</div>
+<h2>Failed rows <span class="muted" data-field="failed_count">{{ listing.counts["failed"] }}</span></h2>
+{{ pager("failed_page", listing.failed_page, listing.failed_pages, "page", listing.page) }}
+{% if listing.failed %}<table class="failed">
+<tr><th>Row</th><th>Prompt</th><th>The gateway said</th></tr>
+{% for row in listing.failed %}<tr data-row="{{ row.id }}"><td>{{ row.id }}</td><td class="prompt">{{ row.prompt }}</td>
+<td class="error">{{ row.error }}</td></tr>
+{% endfor %}</table>{% endif %}
 {% endif %}
 {% endblock %}
 """
@@ -285,28 +358,62 @@ total price <strong data-field="total_price">USD {{ "%.2f" | format(total_price)
 def _environment() -> Environment:
     from jinja2 import DictLoader, Environment, StrictUndefined
 
-    templates = {"base": _BASE, "task": _TASK, "gallery": _GALLERY}
+    templates = {"base": _BASE, "task": _TASK, "gallery": _GALLERY, "batch": _BATCH}
     return Environment(
         loader=DictLoader(templates), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
     )
 
 
+def _render(template: str, **values: Any) -> str:
+    return _environment().get_template(template).render(**values)
+
+
 def task_page(slot: TaskSlot, video: Video | None, *, ours: bool, operator: str) -> str:
     """The "LTX-2 video" tab of one task instance."""
-    return _environment().get_template("task").render(slot=slot, video=video, ours=ours, operator=operator)
+    return _render("task", slot=slot, video=video, ours=ours, operator=operator)
 
 
-def gallery_page(dag_id: str, run_id: str, videos: list[Video], pending: list[TaskSlot]) -> str:
-    """The "LTX-2 videos" tab of a DAG run: every video it produced, and its LTX-2 tasks still without one."""
-    return (
-        _environment()
-        .get_template("gallery")
-        .render(
-            dag_id=dag_id,
-            run_id=run_id,
-            videos=videos,
-            pending=pending,
-            total_price=total_price_usd(videos),
-            paid=sum(not video.reused for video in videos),
-        )
+def gallery_page(
+    dag_id: str,
+    run_id: str,
+    videos: list[Video],
+    pending: list[TaskSlot],
+    batches: list[tuple[TaskSlot, BatchSummary | None]],
+) -> str:
+    """The "LTX-2 videos" tab of a DAG run: every video of its single-video tasks, a line per batch task (its
+    own tab pages through its videos), and its LTX-2 tasks still without a video."""
+    return _render(
+        "gallery",
+        dag_id=dag_id,
+        run_id=run_id,
+        videos=videos,
+        pending=pending,
+        batches=batches,
+        total_price=total_price_usd(videos),
+        paid=sum(not video.reused for video in videos),
+    )
+
+
+def batch_page(
+    slot: TaskSlot,
+    summary: BatchSummary | None,
+    listing: ManifestPage | None,
+    *,
+    manifest_uri: str | None,
+    notice: str | None,
+    src: Callable[[str], str],
+) -> str:
+    """A batch task's tab: its counts and spend, a page of its videos (``src`` of a row id plays one) and of
+    its failed rows; ``notice`` says why the manifest was not read."""
+    return _render(
+        "batch",
+        slot=slot,
+        summary=summary,
+        listing=listing,
+        notice=notice,
+        src=src,
+        statuses=STATUSES,
+        page_links=page_links,
+        size_text=size_text,
+        manifest_uri=display_url(manifest_uri) if manifest_uri else None,
     )

@@ -40,6 +40,7 @@ import pytest
 
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
 from tests.conftest import FAST, KEY, REPO, airflow_env
+from tests.test_plugin import BATCH_TASKS, write_batch_tasks_dag
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("LTX2_CHROMIUM", "/usr/bin/chromium")
@@ -263,9 +264,15 @@ def log_in(base_url: str, password: str) -> str:
 @pytest.fixture(scope="session")
 def airflow_ui(ui_simulator: SimulatorProcess) -> Iterator[AirflowUI]:
     """A migrated SQLite home with finished deferrable runs of the single-video and batch examples (videos
-    downloaded), a CLI-made ``ltx2`` connection, and ``airflow api-server`` on a free loopback port."""
+    downloaded) and of the batch tasks of ``tests.test_plugin``, a CLI-made ``ltx2`` connection, and
+    ``airflow api-server`` on a free loopback port."""
     home = run_dir_path() / "airflow-home"
     home.mkdir(exist_ok=True)
+    dags = run_dir_path() / "dags"
+    dags.mkdir(exist_ok=True)
+    for name in (f"{DAG_ID}.py", f"{BATCH_DAG_ID}.py", "data"):
+        (dags / name).symlink_to(REPO / "example_dags" / name)
+    write_batch_tasks_dag(dags, run_dir_path() / "videos", f"{ui_simulator.base_url}/files/sample.jpg")
     password = secrets.token_urlsafe(16)
     passwords = run_dir_path() / "passwords.json"
     passwords.write_text(json.dumps({USERNAME: password}))
@@ -275,6 +282,7 @@ def airflow_ui(ui_simulator: SimulatorProcess) -> Iterator[AirflowUI]:
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USERNAME}:admin",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
         AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(64),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
     )
     env.pop("AIRFLOW_CONN_LTX2_DEFAULT", None)
 
@@ -291,6 +299,8 @@ def airflow_ui(ui_simulator: SimulatorProcess) -> Iterator[AirflowUI]:
     for dag_id in (DAG_ID, BATCH_DAG_ID):
         dag_test = run(f"dags-test-{dag_id}", airflow_cli("dags", "test", dag_id), example_env, timeout=240)
         assert "state=success" in dag_test and "running trigger in line" in dag_test, log_tail(f"dags-test-{dag_id}")
+    batch_test = run(f"dags-test-{BATCH_TASKS}", airflow_cli("dags", "test", BATCH_TASKS), example_env, timeout=240)
+    assert "state=success" in batch_test, log_tail(f"dags-test-{BATCH_TASKS}")
     run(
         "connections-add",
         airflow_cli(
@@ -311,7 +321,7 @@ def airflow_ui(ui_simulator: SimulatorProcess) -> Iterator[AirflowUI]:
     server, base_url = start_api_server(env)
     try:
         token = log_in(base_url, password)
-        run_ids = {dag_id: finished_run_id(base_url, dag_id, token) for dag_id in (DAG_ID, BATCH_DAG_ID)}
+        run_ids = {dag_id: finished_run_id(base_url, dag_id, token) for dag_id in (DAG_ID, BATCH_DAG_ID, BATCH_TASKS)}
         yield AirflowUI(base_url, home, run_ids, ui_simulator, password, token)
     finally:
         stop(server)

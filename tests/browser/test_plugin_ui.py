@@ -1,5 +1,6 @@
 """The provider's UI plugin in headless Chromium, against a real api-server: the "LTX-2 video" tab of a task
-instance and the "LTX-2 videos" gallery of a DAG run, each playing the MP4 the run downloaded.
+instance (a batch task's page for a batch task) and the "LTX-2 videos" gallery of a DAG run, each playing the
+MP4s the run downloaded.
 
 Run with ``scripts/browser-test.sh``. Screenshots of both views are written to ``docs/screenshots/``.
 """
@@ -14,6 +15,7 @@ import pytest
 
 from tests.browser.conftest import (
     BATCH_DAG_ID,
+    BATCH_TASKS,
     DAG_ID,
     SCREENSHOTS,
     TASK_ID,
@@ -99,9 +101,39 @@ def test_tab_of_each_map_index_and_of_another_task(page: Any, airflow_ui: Airflo
     expect(plugin_frame(page, "LTX-2 video").locator("body")).to_contain_text("is not an LTX-2 task")
 
 
+def test_batch_tab_shows_counts_videos_and_failed_rows(page: Any, airflow_ui: AirflowUI) -> None:
+    open_tab(page, f"{airflow_ui.run_path(BATCH_TASKS)}/tasks/batch", "ltx2-video")
+    tab = plugin_frame(page, "LTX-2 video")
+    expect(tab.get_by_role("heading", name=re.compile(r"LTX-2 batch"))).to_be_visible()
+    for field, shown in (("total", "30"), ("generated", "27"), ("reused", "1"), ("failed", "2"), ("cost", "USD 16.20")):
+        expect(tab.locator(f'[data-field="{field}"]')).to_have_text(shown)
+    cards = tab.locator("section.card")
+    expect(cards).to_have_count(24)
+    expect(cards.first.locator("video")).to_be_visible()
+    expect(tab.locator('section.card[data-row="row-03"] .prompt')).to_have_text(re.compile(r"<script>alert"))
+    for index in (0, 23):
+        card_video = cards.nth(index).locator("video")
+        assert card_video.evaluate(DURATION_JS) == pytest.approx(SAMPLE_SECONDS, abs=0.1)
+        card_video.evaluate(SEEK_JS, 1.0)
+    error = tab.locator('tr[data-row="row-05"] td.error')
+    expect(error).to_be_visible()
+    expect(error).to_have_text('LTX-2 request r-5 failed: content policy <violation> & "quotes"')
+    page.screenshot(path=str(SCREENSHOTS / "ltx2-batch-tab.png"))
+
+    tab.get_by_role("link", name="next").first.click()
+    expect(cards).to_have_count(4)
+    expect(tab.locator("nav.pager").first).to_contain_text("Page 2 of 2")
+
+
 def plugin_urls(ui: AirflowUI) -> list[str]:
-    base = f"/ltx2{ui.run_path()}"
-    return [f"{base}/tasks/{TASK_ID}/video", f"{base}/tasks/{TASK_ID}/video.mp4", f"{base}/videos"]
+    base, batch = f"/ltx2{ui.run_path()}", f"/ltx2{ui.run_path(BATCH_TASKS)}/tasks/batch"
+    return [
+        f"{base}/tasks/{TASK_ID}/video",
+        f"{base}/tasks/{TASK_ID}/video.mp4",
+        f"{base}/videos",
+        f"{batch}/video",
+        f"{batch}/batch/row-01.mp4",
+    ]
 
 
 def test_unauthenticated_and_tampered_requests_are_refused(browser: Any, page: Any, airflow_ui: AirflowUI) -> None:
