@@ -298,6 +298,22 @@ def test_a_poll_outage_is_ridden_out(simulator: SimulatorProcess, tmp_path: Path
     assert (result["generated"], simulator.stats()["submits"]) == (3, 3)
 
 
+def test_a_submit_surely_refused_is_tried_again_and_one_that_may_have_been_paid_never(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    simulator.configure(faults=[{"on": "submit", "status": 503, "count": 2}])
+    assert run(batch(rows(simulator, 3), tmp_path / "retried"))["generated"] == 3
+    assert simulator.stats()["jobs"] == 3
+
+    simulator.reset()
+    simulator.configure(queue_seconds=0.2, processing_seconds=0.3, faults=[{"on": "submit", "status": 500, "count": 1}])
+    result = run(batch(rows(simulator, 3), tmp_path / "unconfirmed", max_failed_items=1))
+    assert (result["generated"], result["failed"]) == (2, 1)
+    [failed] = [entry for entry in manifest(tmp_path / "unconfirmed") if entry["status"] == "failed"]
+    assert failed["id"] == "sku-0" and "HTTP 500" in failed["error"] and "not resent" in failed["error"]
+    assert simulator.stats()["submits"] == 3, "the submit that may have created a job is never sent again"
+
+
 def test_the_deadline_stops_the_batch_and_keeps_its_jobs_for_a_retry(
     simulator: SimulatorProcess, tmp_path: Path, deferrable: bool
 ) -> None:

@@ -28,7 +28,7 @@ class RetryPolicy:
     surely created no job: a 502/503/504 from the gateway, or a connection that never opened. A read
     timeout or a 500 after the body was sent may already have started a paid generation, so it is
     reported, not repeated. A throttled submit (``is_throttled``) is not retried here: it raises
-    ``Ltx2Throttled`` and the task waits for room until its own deadline (``waiting.RoomWait``).
+    ``Ltx2Throttled`` and the task waits for room until its own deadline (``waits.CapacityWait``).
     Status polls cost nothing: they ride out a gateway outage of up to ``poll_outage_seconds`` (never
     past the wait's deadline), so a restart does not fail a long wait; throttled polls wait as long as
     the gateway asks and never count against that budget.
