@@ -4,6 +4,8 @@
 is where an upload to object storage or a catalogue entry chains in. An image is a public URL, an
 object-storage URI (``s3://bucket/key.jpg``: the task sends the gateway a short-lived signed URL made
 through ``image_conn_id``), or a bare name under ``IMAGE_BASE_URL``, which may be either kind too.
+Mapping suits small tables; for large ones, ``example_ltx2_batch_review`` runs the whole table in one
+``Ltx2GenerateVideoBatchOperator`` task, priced by a dry run and approved before it pays.
 """
 
 from __future__ import annotations

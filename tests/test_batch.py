@@ -181,7 +181,9 @@ def test_the_budget_refuses_a_batch_that_would_cost_more(simulator: SimulatorPro
     message = str(caught.value)
     assert all(part in message for part in ("USD 1.80", "3 rows to generate", "2 reused of 5", "max_cost_usd=1.5"))
     assert simulator.stats()["submits"] == 2, "nothing more was paid"
-    result = run(batch(table, tmp_path, max_cost_usd=1.2))
+    with pytest.raises(Ltx2ValidationError, match="max_cost_usd='lots': accepted values are None or an amount"):
+        batch(table, tmp_path, max_cost_usd="lots").execute(task_context())  # a template rendered badly
+    result = run(batch(table, tmp_path, max_cost_usd="1.2"))  # as a template renders an approved estimate
     assert (result["generated"], result["reused"], result["estimated_cost_usd"]) == (2, 2, 1.2)
 
 

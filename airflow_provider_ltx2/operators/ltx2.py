@@ -275,7 +275,8 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
     :param duration: default for rows that do not set it (likewise ``resolution``, ``aspect_ratio``, ``fps``,
         ``generate_audio``; templated).
     :param max_concurrent_jobs: generations in flight at the gateway at most (its limit per key is 2 by default).
-    :param max_cost_usd: fail with ``Ltx2BudgetExceeded`` before paying when the rows still to generate cost more.
+    :param max_cost_usd: fail with ``Ltx2BudgetExceeded`` before paying when the rows still to generate cost more
+        (templated: an approved estimate can come from a dry run's XCom).
     :param max_failed_items: failed rows allowed before the task fails (at the end; everything made is kept).
     :param dry_run: validate, look up reuse, price, write the manifest of the plan; pay nothing.
     :param timeout: seconds for the whole batch from the try's start (default 24 h).
@@ -293,6 +294,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         "aspect_ratio",
         "fps",
         "generate_audio",
+        "max_cost_usd",
     )
     operator_extra_links = (Ltx2BatchLink(),)
     ui_color = "#e9d5ff"
@@ -312,7 +314,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         fps: int | str | None = None,
         generate_audio: bool | str | None = None,
         max_concurrent_jobs: int = 2,
-        max_cost_usd: float | None = None,
+        max_cost_usd: float | str | None = None,
         max_failed_items: int = 0,
         dry_run: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
@@ -325,7 +327,9 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         check_waiting_arguments(poll_interval, timeout, None)
-        check_batch_arguments(max_concurrent_jobs, max_cost_usd, max_failed_items)
+        check_batch_arguments(max_concurrent_jobs, max_failed_items)
+        if not isinstance(max_cost_usd, str):  # a template is checked once rendered
+            budget(max_cost_usd)
         self.requests = requests
         self.output_prefix = output_prefix
         self.output_conn_id = output_conn_id
@@ -413,7 +417,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
                 len(found.reusable),
                 self.max_concurrent_jobs,
             )
-            check_budget(table, found, self.max_cost_usd)
+            check_budget(table, found, budget(self.max_cost_usd))
             run = BatchRun.start(self.hook, table, settings, record, self.log, found)
             if self.plan_only:
                 result = run.result(
@@ -494,7 +498,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         return self.get_openlineage_facets_on_complete(task_instance)
 
 
-def check_batch_arguments(max_concurrent_jobs: Any, max_cost_usd: Any, max_failed_items: Any) -> None:
+def check_batch_arguments(max_concurrent_jobs: Any, max_failed_items: Any) -> None:
     """Fail at DAG parse time on batch arguments that could never work."""
 
     def whole(value: Any, least: int) -> bool:
@@ -504,8 +508,18 @@ def check_batch_arguments(max_concurrent_jobs: Any, max_cost_usd: Any, max_faile
         raise Ltx2ValidationError(
             f"max_concurrent_jobs={max_concurrent_jobs!r}: accepted values are whole numbers >= 1."
         )
-    amount = isinstance(max_cost_usd, (int, float)) and not isinstance(max_cost_usd, bool) and max_cost_usd >= 0
-    if max_cost_usd is not None and not amount:
-        raise Ltx2ValidationError(f"max_cost_usd={max_cost_usd!r}: accepted values are None or an amount in USD >= 0.")
     if not whole(max_failed_items, 0):
         raise Ltx2ValidationError(f"max_failed_items={max_failed_items!r}: accepted values are whole numbers >= 0.")
+
+
+def budget(max_cost_usd: Any) -> float | None:
+    """``max_cost_usd`` as an amount: None, a number >= 0, or its text as a template renders it ("2.40")."""
+    amount: Any = max_cost_usd
+    if isinstance(amount, str):
+        try:
+            amount = float(amount.strip())
+        except ValueError:
+            amount = None if amount.strip().lower() == "none" else max_cost_usd
+    if amount is None or (isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount >= 0):
+        return None if amount is None else float(amount)
+    raise Ltx2ValidationError(f"max_cost_usd={max_cost_usd!r}: accepted values are None or an amount in USD >= 0.")
