@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -217,25 +217,28 @@ class BatchRun:
         if not ended:
             return
         progress = self.progress
-        for flight in list(progress.in_flight):
-            outcome = ended.get(flight.request_id)
-            if outcome is None:
-                continue
-            if isinstance(outcome, Ltx2GenerationFailed):
-                self._fail(flight.row, FailedRow(str(outcome), flight.request_id, flight.submitted_at, utc_now_iso()))
-            elif isinstance(outcome, Ltx2Error):
-                raise outcome
-            else:
-                self._deliver(self.table.row(flight.row), flight, outcome)
-            progress.in_flight.remove(flight)
-            self.waits.pop(flight.request_id, None)
-        self.record.save_progress(progress)
+        try:
+            for flight in list(progress.in_flight):
+                outcome = ended.get(flight.request_id)
+                if outcome is None:
+                    continue
+                if isinstance(outcome, Ltx2GenerationFailed):
+                    failed = FailedRow(str(outcome), flight.request_id, flight.submitted_at, utc_now_iso())
+                    self._fail(flight.row, failed)
+                elif isinstance(outcome, Ltx2Error):
+                    raise outcome
+                else:
+                    self._deliver(self.table.row(flight.row), flight, outcome)
+                progress.in_flight.remove(flight)
+                self.waits.pop(flight.request_id, None)
+        finally:
+            self.record.save_progress(progress)  # what was settled stays settled, even when the batch stops
 
     def _deliver(self, row: Row, flight: InFlight, delivered: Delivered) -> None:
         try:
             store(
                 self.hook,
-                replace(delivered, submitted_at=flight.submitted_at),
+                delivered,
                 request=row.request,
                 output_uri=row.output_uri,
                 output_conn_id=self.settings.output_conn_id,
@@ -294,16 +297,19 @@ class BatchRun:
 
     # ------------------------------------------------------------------------------------ telling
 
-    def report(self, force: bool = False) -> None:
-        """A progress line in the task log, at most once a minute: done / total, running, failed, spent, left."""
+    def report(self) -> None:
+        """A progress line in the task log, at most once a minute: done / total, running, failed, spent, left.
+
+        The first comes a minute in: the start's own line says the plan.
+        """
         progress = self.progress
         now = time.time()
-        if not force and progress.logged_at is not None and now - progress.logged_at < PROGRESS_LOG_EVERY:
+        if progress.logged_at is not None and now - progress.logged_at < PROGRESS_LOG_EVERY:
             return
-        if progress.logged_at is None and not force:
-            progress.logged_at = now  # the first line comes a minute in: the start says the plan
-            return
+        first = progress.logged_at is None
         progress.logged_at = now
+        if first:
+            return
         elapsed = max(1.0, now - datetime.fromisoformat(progress.started_at).timestamp())
         made = progress.generated + len(progress.failed)
         left = progress.total - progress.settled
