@@ -20,6 +20,8 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ltx2-airflow-home-"))
 os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "false")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "true")
+# No scheduler in process: a batch trigger need not hold its event back (triggers.resume_guard_seconds).
+os.environ.setdefault("AIRFLOW__LTX2__RESUME_GUARD_SECONDS", "0")
 
 import pytest  # noqa: E402
 
@@ -142,6 +144,7 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "example_dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="false",
+        AIRFLOW__LTX2__RESUME_GUARD_SECONDS="0",  # `dags test` runs triggers inline: no scheduler to race
     )
     env.update(extra)  # may name another dags folder
     return env

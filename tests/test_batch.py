@@ -423,3 +423,32 @@ def test_lineage_comes_from_the_finished_operator(simulator: SimulatorProcess, t
     facet = lineage.run_facets["ltx2_batch"]
     assert (facet.generated, facet.costUsd, facet.total) == (2, 1.2, 2)
     assert KEY not in repr(lineage)
+
+
+def test_the_trigger_holds_its_event_back_after_a_deferral(
+    simulator: SimulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow 3.3's scheduler fails a task resumed before it heard that the deferring process ended."""
+    import asyncio
+    import time
+
+    from airflow_provider_ltx2.triggers.ltx2 import resume_guard_seconds
+
+    monkeypatch.delenv("AIRFLOW__LTX2__RESUME_GUARD_SECONDS")
+    monkeypatch.setenv("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "4")
+    assert resume_guard_seconds() == 4 + 5
+    monkeypatch.setenv("AIRFLOW__LTX2__RESUME_GUARD_SECONDS", "1.5")
+    assert resume_guard_seconds() == 1.5
+
+    simulator.configure(queue_seconds=0, processing_seconds=0)
+    with pytest.raises(TaskDeferred) as deferred:
+        batch(rows(simulator, 3), tmp_path, deferrable=True).execute(task_context())
+    kwargs = deferred.value.trigger.serialize()[1]
+    assert kwargs["not_before"] == pytest.approx(time.time() + 1.5, abs=1.0)
+
+    async def first_event() -> float:
+        async for _ in Ltx2BatchTrigger(**kwargs).run():
+            return time.time()
+        raise AssertionError("no event")
+
+    assert asyncio.run(first_event()) >= kwargs["not_before"], "the jobs ended at once, the event waited"

@@ -467,7 +467,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         return result
 
     def _defer_batch(self, run: BatchRun, deadline: Deadline) -> None:
-        from airflow_provider_ltx2.triggers.ltx2 import Ltx2BatchTrigger  # not at DAG-parse time
+        from airflow_provider_ltx2.triggers.ltx2 import Ltx2BatchTrigger, resume_guard_seconds  # not at parse time
 
         capacity = run.capacity
         wake_at = None if capacity is None else time.time() + capacity.fallback_delay(head=not run.progress.in_flight)
@@ -482,6 +482,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
                 capacity=None if capacity is None else capacity.to_dict(),
                 retry_policy=self.hook.retry_policy.to_dict(),
                 read_timeout=self.hook.read_timeout,
+                not_before=time.time() + resume_guard_seconds(),
             ),
             method_name="resume_batch",
             timeout=None,  # the trigger enforces the absolute deadline itself

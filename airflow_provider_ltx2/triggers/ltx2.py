@@ -36,6 +36,8 @@ from airflow_provider_ltx2.exceptions import Ltx2Error
 from airflow_provider_ltx2.hooks.ltx2 import READ_TIMEOUT, Ltx2Hook
 from airflow_provider_ltx2.waits import DEFAULT_POLL_INTERVAL, CapacityWait, Next, Wait, after_poll
 
+SCHEDULER_LOOP_MARGIN = 5.0
+
 
 def _classpath(trigger: BaseTrigger) -> str:
     return f"{type(trigger).__module__}.{type(trigger).__qualname__}"
@@ -171,6 +173,24 @@ class Ltx2CapacityTrigger(BaseTrigger):
         yield TriggerEvent(capacity_event(capacity, woken_by))
 
 
+def resume_guard_seconds() -> float:
+    """How long after a deferral the batch trigger holds back its event.
+
+    Airflow 3.3's scheduler fails a task whose trigger fired, and which it queued again, before the worker's
+    report that the deferring process ended reached it ("state mismatch": apache/airflow#67287, #72716). That
+    report comes up to ``[workers] min_heartbeat_interval`` seconds after the deferral, and a batch's jobs
+    often end sooner, so its event waits that long and a scheduler loop more. ``[ltx2]
+    resume_guard_seconds`` sets it outright (0 where no scheduler runs, as under ``airflow dags test``).
+    Read in the worker: the worker's setting is what counts.
+    """
+    from airflow.providers.common.compat.sdk import conf
+
+    configured = conf.get("ltx2", "resume_guard_seconds", fallback="")
+    if configured:
+        return float(configured)
+    return conf.getfloat("workers", "min_heartbeat_interval", fallback=5.0) + SCHEDULER_LOOP_MARGIN
+
+
 class Ltx2BatchTrigger(BaseTrigger):
     """Poll every job a batch has in flight, over one session; emit one event when any of them ends (a slot
     to fill, a video to deliver), when the batch's wait for capacity is over (``wake_at``), or at the deadline.
@@ -191,9 +211,11 @@ class Ltx2BatchTrigger(BaseTrigger):
         capacity: dict[str, Any] | None = None,
         retry_policy: dict[str, Any] | None = None,
         read_timeout: float = READ_TIMEOUT,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()
         self.progress = BatchProgress.from_dict(batch)
+        self.not_before = not_before  # no event before this (epoch seconds): see ``resume_guard_seconds``
         self.deadline = deadline
         self.deadline_limit = deadline_limit
         self.ltx2_conn_id = ltx2_conn_id
@@ -216,10 +238,12 @@ class Ltx2BatchTrigger(BaseTrigger):
                 "capacity": self.capacity,
                 "retry_policy": self.retry_policy.to_dict(),
                 "read_timeout": self.read_timeout,
+                "not_before": self.not_before,
             },
         )
 
-    def _event(self, ended: dict[str, dict[str, Any]], woken_by: str) -> TriggerEvent:
+    async def _event(self, ended: dict[str, dict[str, Any]], woken_by: str) -> TriggerEvent:
+        await asyncio.sleep(max(0.0, (self.not_before or 0.0) - time.time()))
         return TriggerEvent(
             batch_event(
                 self.progress.to_dict(),
@@ -267,7 +291,7 @@ class Ltx2BatchTrigger(BaseTrigger):
                         else:
                             ended[request_id] = step_event(step, submitted_at[request_id])
                     if ended:
-                        yield self._event(ended, "finish")
+                        yield await self._event(ended, "finish")
                         return
                     if time.time() >= wake_at:
                         break
@@ -275,7 +299,7 @@ class Ltx2BatchTrigger(BaseTrigger):
         except Ltx2Error as error:  # no connection, no key: the wait could not start
             yield TriggerEvent({"status": EVENT_ERROR, "error_class": type(error).__name__, "message": str(error)})
             return
-        yield self._event({}, "timer")
+        yield await self._event({}, "timer")
 
 
 # --------------------------------------------------------------------------------------------------

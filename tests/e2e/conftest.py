@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.deployment import CELERY_WORKERS, Deployment
+from tests.e2e.deployment import BATCH_PARALLELISM, CELERY_WORKERS, GATEWAY_SLOTS, PARALLELISM, Deployment
 
 DEFAULT_TIMINGS = {"queue_seconds": 1, "processing_seconds": 20}
 
@@ -77,6 +77,29 @@ def e2e(deployment: Deployment) -> Deployment:
     if "triggerer" not in deployment.components:
         deployment.start_triggerer("triggerer")
     return _ready(deployment)
+
+
+@pytest.fixture(scope="module")
+def limited(deployment: Deployment) -> Iterator[Deployment]:
+    """The deployment with a gateway of ``GATEWAY_SLOTS`` concurrent jobs (the simulator started with
+    ``--max-concurrent-jobs``) and a scheduler with room for a whole batch; restored after the module."""
+    deployment.parallelism = BATCH_PARALLELISM
+    deployment.sim_args = ("--max-concurrent-jobs", str(GATEWAY_SLOTS))
+    try:
+        restart_scheduler_and_simulator(deployment)
+        yield deployment
+    finally:
+        deployment.parallelism = PARALLELISM
+        deployment.sim_args = ()
+        restart_scheduler_and_simulator(deployment)
+
+
+def restart_scheduler_and_simulator(deployment: Deployment) -> None:
+    """Both read their limits when they start: ``[core] parallelism``, ``--max-concurrent-jobs``."""
+    if "scheduler" in deployment.components:
+        deployment.stop("scheduler")
+    deployment.start_scheduler()
+    deployment.restart_simulator()
 
 
 @pytest.fixture

@@ -46,6 +46,10 @@ TRIGGERER_HEALTH_THRESHOLD = 8  # [triggerer] triggerer_health_check_threshold: 
 CELERY_WORKERS = ("worker-a", "worker-b")
 CELERY_CONCURRENCY = 2
 HEARTBEAT_TIMEOUT = 20  # [scheduler] task_instance_heartbeat_timeout
+# The batch tests' gateway: the simulator started with --max-concurrent-jobs, and a scheduler with room for
+# every generation of a mapped batch at once, so the gateway and not Airflow holds a batch back.
+GATEWAY_SLOTS = 2
+BATCH_PARALLELISM = 12
 FINISHED = ("success", "failed")
 T = TypeVar("T")
 Run = tuple[str, str]  # (dag_id, run_id)
@@ -476,6 +480,8 @@ class Deployment:
             "e2e_ltx2_slow_download",
             "e2e_ltx2_batch",
             "e2e_ltx2_batch_pooled",
+            "e2e_ltx2_batch_operator",
+            "e2e_ltx2_batch_operator_in_worker",
         ]
 
     def _api_healthy(self) -> bool:
@@ -663,3 +669,53 @@ def assert_succeeded(e2e: Deployment, runs: list[Run], timeout: float = 240) -> 
 def submits(e2e: Deployment) -> int:
     assert e2e.sim is not None
     return int(e2e.sim.stats()["submits"])
+
+
+def return_value(e2e: Deployment, dag_id: str, run_id: str, task_id: str) -> Any:
+    """A task's ``return_value`` XCom, through the REST API."""
+    reply = e2e.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
+    value = reply.json()["value"]
+    return plain(json.loads(value) if isinstance(value, str) else value)
+
+
+def state_record(e2e: Deployment, dag_id: str, run_id: str, key: str) -> dict[str, Any] | None:
+    """What the run's task keeps under ``key`` in the task state store (Airflow 3.3+), if anything."""
+    rows = e2e.sql(
+        "SELECT value FROM task_state_store WHERE dag_id = %s AND run_id = %s AND key = %s", dag_id, run_id, key
+    )
+    if not rows:
+        return None
+    value = rows[0][0]
+    return plain(json.loads(value) if isinstance(value, str) else value)
+
+
+def running_jobs(e2e: Deployment) -> set[str]:
+    """The request ids of the simulator's jobs still queued or processing."""
+    assert e2e.sim is not None
+    return {job["request_id"] for job in e2e.sim.stats()["job_times"] if job["ended"] is None}
+
+
+def batch_folder(e2e: Deployment, dag_id: str, run_id: str) -> Path:
+    """The ``output_prefix`` of the e2e batch DAGs: a folder per run under the deployment's output folder."""
+    return e2e.output_dir / dag_id / run_id.replace(":", "_")
+
+
+def assert_batch_delivered(e2e: Deployment, dag_id: str, run_id: str, row_ids: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A batch task's folder holds exactly every row's MP4 and sidecar and the manifest: one ``generated`` line
+    per row in the table's order, each from a job of its own that the simulator made; no partial file.
+    Returns the manifest's lines."""
+    assert e2e.sim is not None
+    folder = batch_folder(e2e, dag_id, run_id)
+    lines = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+    assert [(line["id"], line["status"]) for line in lines] == [(row, "generated") for row in row_ids], lines
+    files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    expected = sorted(["manifest.jsonl", *(f"{row}.mp4" for row in row_ids), *(f"{row}.mp4.json" for row in row_ids)])
+    assert files == expected, f"files in {folder}: {files}, expected {expected} (no partial file)"
+    for line in lines:
+        video = folder / f"{line['id']}.mp4"
+        sidecar = json.loads((folder / f"{line['id']}.mp4.json").read_text())
+        assert video.read_bytes()[4:8] == b"ftyp"
+        assert sidecar["request_id"] == line["request_id"] and sidecar["bytes"] == video.stat().st_size == line["bytes"]
+    made = {job["request_id"] for job in e2e.sim.stats()["job_times"]}
+    assert sorted(line["request_id"] for line in lines) == sorted(made), "every paid job delivered exactly one row"
+    return lines

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_ltx2.simulator.limits import slot_utilisation
-from tests.e2e.deployment import FINISHED, PARALLELISM, Deployment
+from tests.e2e.deployment import FINISHED, GATEWAY_SLOTS, Deployment
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -29,9 +28,8 @@ POOLED = "e2e_ltx2_batch_pooled"
 POOL = "ltx2"
 TASK = "generate_video"
 BATCH_SIZE = 8
-SLOTS = 2  # the gateway's concurrent jobs
+SLOTS = GATEWAY_SLOTS  # the gateway's concurrent jobs (the `limited` fixture)
 QUEUE_SECONDS, PROCESSING_SECONDS = 2, 28  # a 30 s job
-BATCH_PARALLELISM = 12  # LocalExecutor slots: every generation of the batch can be in a worker at once
 SAMPLE_EVERY = 1.0  # seconds between two looks at every task instance's state
 # From "waiting for room" in the log to the task being deferred: it hands over and its process exits.
 DEFER_GRACE = 3.0
@@ -44,28 +42,6 @@ AWAY_SHARE_PER_TASK = 0.25  # ...or this share of its window, whichever is large
 # just ended and the waiting task its end woke to submit; plus one resume of a task whose timer fired.
 MAX_RUNNING = 2 * SLOTS + 1
 MIN_SLOT_UTILISATION = 0.8
-
-
-@pytest.fixture(scope="module")
-def limited(deployment: Deployment) -> Iterator[Deployment]:
-    """The deployment with a two-job gateway and a scheduler with room for the whole batch; restored after."""
-    deployment.parallelism = BATCH_PARALLELISM
-    deployment.sim_args = ("--max-concurrent-jobs", str(SLOTS))
-    try:
-        restart_scheduler_and_simulator(deployment)
-        yield deployment
-    finally:
-        deployment.parallelism = PARALLELISM
-        deployment.sim_args = ()
-        restart_scheduler_and_simulator(deployment)
-
-
-def restart_scheduler_and_simulator(deployment: Deployment) -> None:
-    """Both read their limits when they start: ``[core] parallelism``, ``--max-concurrent-jobs``."""
-    if "scheduler" in deployment.components:
-        deployment.stop("scheduler")
-    deployment.start_scheduler()
-    deployment.restart_simulator()
 
 
 @pytest.fixture

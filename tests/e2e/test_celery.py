@@ -12,8 +12,20 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
 from airflow_provider_ltx2.simulator.server import SAMPLE_MP4
-from tests.e2e.deployment import CELERY_WORKERS, Deployment, assert_succeeded, submits, wait_for
+from tests.e2e.deployment import (
+    CELERY_WORKERS,
+    Deployment,
+    assert_batch_delivered,
+    assert_succeeded,
+    batch_folder,
+    return_value,
+    running_jobs,
+    state_record,
+    submits,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -23,6 +35,9 @@ TASK = "generate_video"
 # The simulator has no download throttle: a long download is a big one. Padding (a zero-filled MP4
 # `free` box after the clip) has no upper bound there; 2 GiB takes several seconds over loopback.
 PADDING_BYTES = 2 << 30
+IN_WORKER = "e2e_ltx2_batch_operator_in_worker"
+BATCH_TASK = "generate_videos"
+ROW_IDS = ("lighthouse", "fox", "tram", "kettle", "sailboat", "heron")  # the DAG's table
 
 
 def test_the_example_batch_runs_on_the_celery_workers(celery: Deployment) -> None:
@@ -38,8 +53,8 @@ def test_the_example_batch_runs_on_the_celery_workers(celery: Deployment) -> Non
     print(f"generations ran on {sorted(ti['hostname'] for ti in tis)}")
 
 
-def tries(celery: Deployment, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    reply = celery.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{TASK}/tries")
+def tries(celery: Deployment, dag_id: str, run_id: str, task_id: str = TASK) -> list[dict[str, Any]]:
+    reply = celery.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries")
     return sorted(reply.json()["task_instances"], key=lambda ti: ti["try_number"])
 
 
@@ -98,3 +113,55 @@ def test_a_worker_killed_mid_download_leaves_no_partial_file_and_the_retry_reatt
     finally:
         for path in output.parent.glob("*"):  # gigabytes: not for the work directory to keep
             path.unlink()
+
+
+def test_a_worker_killed_mid_batch_leaves_no_partial_file_and_the_retry_pays_for_no_row_twice(
+    celery: Deployment,
+) -> None:
+    """SIGKILL to the worker's whole process tree while a batch waits in it, with rows delivered and jobs in flight.
+
+    The retry, on the other worker, goes on with the batch of the killed try from the task state store: it
+    reattaches to the jobs in flight, submits the rows not yet sent, and pays for no row twice.
+    """
+    assert celery.sim is not None
+    celery.sim.configure(queue_seconds=1, processing_seconds=4)
+    run_id = celery.trigger(IN_WORKER)
+    folder = batch_folder(celery, IN_WORKER, run_id)
+
+    def mid_batch() -> dict[str, Any] | None:
+        """The kept progress once a row is delivered, while jobs run and rows wait for a slot."""
+        progress = state_record(celery, IN_WORKER, run_id, "ltx2_batch")
+        if not progress or progress["generated"] < 1 or not progress["in_flight"] or progress["cursor"] >= len(ROW_IDS):
+            return None
+        flying = {flight["request_id"] for flight in progress["in_flight"]}
+        return progress if flying <= running_jobs(celery) else None
+
+    progress = wait_for("a row delivered and jobs in flight", mid_batch, timeout=180, interval=0.1)
+    [ti] = celery.task_instances(IN_WORKER, run_id)
+    assert ti["state"] == "running" and ti["try_number"] == 1, ti
+    victim = ti["hostname"]
+    assert not celery.kill(victim, signal.SIGKILL, whole_tree=True), "the killed worker left processes"
+    killed_at = time.monotonic()
+    paid_before = submits(celery)
+    delivered_before = sorted(path.stem for path in folder.glob("*.mp4"))
+    flying = {flight["request_id"] for flight in progress["in_flight"]}
+    assert delivered_before and paid_before < len(ROW_IDS), f"killed mid-batch: {delivered_before}, {paid_before}"
+
+    assert_succeeded(celery, [(IN_WORKER, run_id)])
+    first, second = tries(celery, IN_WORKER, run_id, BATCH_TASK)
+    assert (first["try_number"], first["state"], first["hostname"]) == (1, "failed", victim)
+    survivor = next(name for name in CELERY_WORKERS if name != victim)
+    assert (second["try_number"], second["state"], second["hostname"]) == (2, "success", survivor)
+    assert "Going on with the batch of an earlier try" in celery.task_log(IN_WORKER, run_id, BATCH_TASK, 2)
+    assert submits(celery) == len(ROW_IDS), "one paid job per row in all"
+    lines = assert_batch_delivered(celery, IN_WORKER, run_id, ROW_IDS)  # no .part left either
+    assert flying <= {line["request_id"] for line in lines}, "the retry delivered the jobs the killed try paid for"
+    result = return_value(celery, IN_WORKER, run_id, BATCH_TASK)
+    assert (result["generated"], result["failed"]) == (len(ROW_IDS), 0), result
+    assert result["cost_usd"] == round(len(ROW_IDS) * PRICE_PER_VIDEO_USD, 2), result
+    assert state_record(celery, IN_WORKER, run_id, "ltx2_batch") is None
+    print(
+        f"{victim} killed with {len(delivered_before)} rows delivered, {len(flying)} jobs in flight and "
+        f"{paid_before} of {len(ROW_IDS)} rows paid; retried on {survivor}, done "
+        f"{time.monotonic() - killed_at:.0f}s after the kill"
+    )
