@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 ASSET_EVENT_KEYS = ("request_id", "video_url", "output_uri", "bytes", "completed_at", "reused")
 
 
-def save_video(hook: Ltx2Hook, video_url: str, output_uri: str, output_conn_id: str | None = None) -> tuple[int, str]:
+def save_video(
+    hook: Ltx2Hook, video_url: str, output_uri: str, output_conn_id: str | None = None, clear_stale: bool = True
+) -> tuple[int, str]:
     """Stream the video to ``output_uri``; return its size and sha256 (hashed on the way, not read twice).
 
     The bytes go to a hidden temporary sibling that is moved into place only once complete and checked
@@ -47,7 +49,7 @@ def save_video(hook: Ltx2Hook, video_url: str, output_uri: str, output_conn_id: 
             digest.update(chunk)
             yield chunk
 
-    storage.write_file(output_uri, output_conn_id, checked())
+    storage.write_file(output_uri, output_conn_id, checked(), clear_stale)
     return size, digest.hexdigest()
 
 
@@ -93,8 +95,10 @@ def store(
 ) -> dict[str, Any]:
     """Save the video and its sidecar where asked (a batch row or a task's video alike); the result dict.
 
-    ``batch``: the token of the batch run that made the video, kept in the sidecar.
+    ``batch``: the token of the batch run that made the video, kept in the sidecar. A batch clears its
+    folder of a killed writer's leftovers once per try, so its writes do not list the folder each time.
     """
+    clear_stale = batch is None
     try:
         submitted = datetime.fromisoformat(delivered.submitted_at or "")
         metrics.seconds(
@@ -105,14 +109,15 @@ def store(
     size = sha256 = None
     if output_uri:
         started = time.monotonic()
-        size, sha256 = save_video(hook, delivered.video_url, output_uri, output_conn_id)
+        size, sha256 = save_video(hook, delivered.video_url, output_uri, output_conn_id, clear_stale)
         metrics.seconds(metrics.DOWNLOAD_SECONDS, time.monotonic() - started)
         hook.log.info("LTX-2 video %s saved to %s (%d bytes)", delivered.job.request_id, output_uri, size)
     else:
         hook.log.info("LTX-2 video %s is ready at %s", delivered.job.request_id, delivered.video_url)
     result = result_dict(delivered, request=request, output_uri=output_uri, size=size)
     if output_uri and sha256:
-        storage.write_sidecar(output_uri, output_conn_id, storage.sidecar(result, fingerprint, sha256, batch))
+        fields = storage.sidecar(result, fingerprint, sha256, batch)
+        storage.write_sidecar(output_uri, output_conn_id, fields, clear_stale)
     return result
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ HEAD_BYTES = 16  # enough for the JPEG and PNG signatures
 HASH_CHUNK_BYTES = 1024 * 1024
 MAX_IMAGE_BYTES = 50 << 20  # a bound, so a wrong URL (a video, an archive) is not read whole to identify it
 SIDECAR_SUFFIX = ".json"
+PARTIAL_SUFFIX = ".part"
 SIDECAR_VERSION = 1
 
 
@@ -216,16 +217,18 @@ def sidecar(
 
 
 @contextmanager
-def written_in_place(target: ObjectStoragePath) -> Iterator[ObjectStoragePath]:
+def written_in_place(target: ObjectStoragePath, clear_stale: bool = True) -> Iterator[ObjectStoragePath]:
     """A hidden temporary sibling of ``target`` to write; moved onto ``target`` only if the block completes.
 
     So a reader never sees a partial file at ``target``, and an earlier one stays until replaced. On
     failure the sibling is removed; a writer killed outright cannot do that, so each write first clears
-    what a killed one left behind.
+    what a killed one left behind. That costs a listing of the folder: a batch, which writes thousands of
+    files into one folder, passes ``clear_stale=False`` and clears the folder once per try instead
+    (``clear_partials``).
     """
-    for stale in target.parent.glob(f".{target.name}.*.part"):
-        stale.unlink(missing_ok=True)
-    partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
+    if clear_stale:
+        _remove(target.parent.glob(f".{target.name}.*{PARTIAL_SUFFIX}"))
+    partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}"
     try:
         yield partial
         partial.move(target)
@@ -234,19 +237,34 @@ def written_in_place(target: ObjectStoragePath) -> Iterator[ObjectStoragePath]:
         raise
 
 
-def write_file(uri: str, conn_id: str | None, chunks: Iterable[bytes]) -> None:
+def clear_partials(folder_uri: str, conn_id: str | None, names: Container[str]) -> None:
+    """Remove what writers of the files ``names`` killed mid-write left in a folder, with one listing.
+
+    Only those files' partials: another task writing other files into the same folder keeps its own.
+    """
+    partials = _path(folder_uri, conn_id).glob(f".*{PARTIAL_SUFFIX}")
+    _remove(stale for stale in partials if stale.name[1:].rsplit(".", 2)[0] in names)
+
+
+def _remove(paths: Iterable[ObjectStoragePath]) -> None:
+    for stale in paths:
+        stale.unlink(missing_ok=True)
+
+
+def write_file(uri: str, conn_id: str | None, chunks: Iterable[bytes], clear_stale: bool = True) -> None:
     """Write ``chunks`` to ``uri``, in place only once all of them are written (a local folder is made)."""
     target = _path(uri, conn_id)
     if target.protocol in ("file", "local"):
         target.parent.mkdir(parents=True, exist_ok=True)
-    with written_in_place(target) as partial, partial.open("wb") as out:
+    with written_in_place(target, clear_stale) as partial, partial.open("wb") as out:
         for chunk in chunks:
             out.write(chunk)
 
 
-def write_sidecar(output_uri: str, conn_id: str | None, fields: Mapping[str, Any]) -> None:
+def write_sidecar(output_uri: str, conn_id: str | None, fields: Mapping[str, Any], clear_stale: bool = True) -> None:
     """Write the sidecar next to the MP4, in place only once whole, as the MP4."""
-    with written_in_place(_path(sidecar_uri(output_uri), conn_id)) as partial, partial.open("w") as out:
+    target = _path(sidecar_uri(output_uri), conn_id)
+    with written_in_place(target, clear_stale) as partial, partial.open("w") as out:
         json.dump(fields, out, indent=2, sort_keys=True)
 
 

@@ -276,3 +276,65 @@ class CapacityWait:
 
     def expired(self) -> bool:
         return time.time() >= self.deadline
+
+
+# --------------------------------------------------------------------------------------------------
+# Pacing the polls of a batch's jobs in the worker.
+# --------------------------------------------------------------------------------------------------
+
+PACE_TOLERANCE = 0.1  # seconds: once the likely end is known this closely, poll right at it
+
+
+@dataclass
+class JobPace:
+    """When to poll each job a batch has in flight in the worker, so a freed slot is seen soon after.
+
+    Polled every ``poll_interval``, a job is found done up to that long after it ended, and its slot idles
+    meanwhile. A batch's jobs take much the same time, so its finished jobs tell when the next is likely
+    done: it ended after the latest age a job was last seen running (``running``) and by the earliest age
+    one was found done (``done``). A job is polled first between the two (narrowing them), then at
+    ``done``, then every ``poll_interval``: at most one poll more per job than a fixed interval makes.
+    Jobs whose times differ widely only get that one early poll.
+    """
+
+    poll_interval: float
+    running: float = 0.0
+    done: float | None = None
+    started: dict[str, float] = field(default_factory=dict)  # request id -> submit time, this process
+    last_running: dict[str, float] = field(default_factory=dict)  # request id -> age last seen running
+    due: dict[str, float] = field(default_factory=dict)  # request id -> time of its next poll
+
+    def submitted(self, request_id: str, at: float) -> None:
+        self.started[request_id] = at
+        self.due[request_id] = at + self._first_age()
+
+    def _first_age(self) -> float:
+        if self.done is None:
+            return self.poll_interval
+        if self.done - self.running > PACE_TOLERANCE:
+            return (self.running + self.done) / 2
+        return self.done
+
+    def due_now(self, request_ids: list[str], now: float) -> list[str]:
+        """The jobs to poll now; a job this process did not submit (a retry reattached to it) is due at once."""
+        return [request_id for request_id in request_ids if self.due.setdefault(request_id, now) <= now]
+
+    def polled(self, request_id: str, now: float, finished: bool) -> None:
+        started = self.started.get(request_id)
+        if finished:
+            if started is not None:
+                self.running = max(self.running, self.last_running.get(request_id, 0.0))
+                self.done = now - started if self.done is None else min(self.done, now - started)
+            for known in (self.started, self.last_running, self.due):
+                known.pop(request_id, None)
+            return
+        if started is None:
+            self.due[request_id] = now + self.poll_interval
+            return
+        age = now - started
+        self.last_running[request_id] = age
+        following = self.done if self.done is not None and age < self.done else age + self.poll_interval
+        self.due[request_id] = started + following
+
+    def next_due(self) -> float | None:
+        return min(self.due.values(), default=None)

@@ -452,3 +452,16 @@ def test_the_trigger_holds_its_event_back_after_a_deferral(
         raise AssertionError("no event")
 
     assert asyncio.run(first_event()) >= kwargs["not_before"], "the jobs ended at once, the event waited"
+
+
+def test_a_killed_writers_leftovers_are_cleared_once_and_only_the_batchs_own(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    ours = tmp_path / ".sku-0.mp4.0123456789ab.part"
+    theirs = tmp_path / ".another-task.mp4.0123456789ab.part"
+    for leftover in (ours, theirs):
+        leftover.write_bytes(b"half a video")
+    run(batch(rows(simulator, 2), tmp_path))
+    assert not ours.exists() and theirs.exists(), "another task writing into the folder keeps its own"
+    assert sorted(path.name for path in tmp_path.glob(".*")) == [theirs.name]

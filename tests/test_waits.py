@@ -7,6 +7,8 @@ before and at the deadline.
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import replace
 from datetime import timedelta
 
@@ -21,7 +23,7 @@ from airflow_provider_ltx2.exceptions import (
     Ltx2Timeout,
     Ltx2TransientError,
 )
-from airflow_provider_ltx2.waits import MAX_UNKNOWN_POLLS, Deadline, Next, Wait, after_poll
+from airflow_provider_ltx2.waits import MAX_UNKNOWN_POLLS, Deadline, JobPace, Next, Wait, after_poll
 from tests.conftest import (
     CLOCK_START,
     FAILED,
@@ -197,3 +199,48 @@ def test_the_deadline_is_the_earlier_limit(
     assert deadline.at == CLOCK_START + seconds
     assert deadline.limit == limit
     assert f"set by {limit}" in deadline.describe()
+
+
+# ------------------------------------------------------------------------------------ pacing a batch's polls
+
+
+def finish_after(pace: JobPace, request_id: str, submitted: float, duration: float) -> float:
+    """Poll a job of ``duration`` s whenever ``pace`` says it is due; the time the poll that saw it done came."""
+    pace.submitted(request_id, submitted)
+    while True:
+        [due] = [pace.due[request_id]]
+        done = due >= submitted + duration
+        pace.polled(request_id, due, finished=done)
+        if done:
+            return due
+
+
+def test_the_pace_learns_when_a_batchs_jobs_end_and_polls_right_after() -> None:
+    pace = JobPace(poll_interval=2.0)
+    lags = [finish_after(pace, f"job-{n}", 100.0 * n, 10.01) - (100.0 * n + 10.01) for n in range(8)]
+    assert lags[0] == pytest.approx(1.99), "the first job is polled every interval"
+    assert lags[-1] < 0.1 and all(later <= earlier + 1e-9 for earlier, later in itertools.pairwise(lags))
+
+
+def test_the_pace_costs_at_most_one_poll_more_per_job() -> None:
+    learned = JobPace(poll_interval=2.0)
+    polls = []
+    for n, duration in enumerate((10.0, 10.0, 30.0, 4.0, 10.0)):
+        learned.submitted(f"job-{n}", 0.0)
+        count = 0
+        while True:
+            due = learned.due[f"job-{n}"]
+            count += 1
+            learned.polled(f"job-{n}", due, finished=due >= duration)
+            if due >= duration:
+                break
+        polls.append(count)
+    fixed = [math.ceil(duration / 2.0) for duration in (10.0, 10.0, 30.0, 4.0, 10.0)]
+    assert all(count <= plain + 1 for count, plain in zip(polls, fixed, strict=True)), (polls, fixed)
+
+
+def test_a_job_the_pace_did_not_see_submitted_is_due_at_once() -> None:
+    pace = JobPace(poll_interval=5.0)
+    assert pace.due_now(["reattached"], now=50.0) == ["reattached"]
+    pace.polled("reattached", 50.0, finished=False)
+    assert pace.due_now(["reattached"], now=54.0) == [] and pace.next_due() == 55.0

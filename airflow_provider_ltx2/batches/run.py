@@ -42,7 +42,7 @@ from airflow_provider_ltx2.exceptions import (
 )
 from airflow_provider_ltx2.lifecycle import Generation, poll_once
 from airflow_provider_ltx2.storage import ImageInput, image_input
-from airflow_provider_ltx2.waits import CapacityWait, Deadline, Next, Wait, utc_now_iso
+from airflow_provider_ltx2.waits import CapacityWait, Deadline, JobPace, Next, Wait, utc_now_iso
 
 if TYPE_CHECKING:
     from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
@@ -142,6 +142,7 @@ class BatchRun:
         self.found = found  # the survey, in the process that made it; later processes look rows up as they go
         self.capacity: CapacityWait | None = None  # set while the gateway refuses submits for capacity
         self.waits: dict[str, Wait] = {}
+        self.pace = JobPace(settings.poll_interval)  # when to poll each job, in the worker
 
     @classmethod
     def start(
@@ -191,6 +192,7 @@ class BatchRun:
                 self.capacity.got_in(self.log)
                 self.capacity = None
             job = submitted.job
+            self.pace.submitted(job.request_id, time.time())
             progress.in_flight.append(
                 InFlight(row.id, job.request_id, job.polling_url, submitted.submitted_at, fingerprint)
             )
@@ -257,43 +259,51 @@ class BatchRun:
 
     # ------------------------------------------------------------------------------------ waiting in the worker
 
-    def poll_round(self, deadline: Deadline) -> dict[str, Delivered | Ltx2Error]:
-        """Poll every job in flight once; the ones that ended, with their video or their error."""
+    def poll_due(self, deadline: Deadline) -> dict[str, Delivered | Ltx2Error]:
+        """Poll the jobs in flight that are due (``JobPace``); the ones that ended, with their video or error."""
         from airflow_provider_ltx2.events import finished_video
 
         ended: dict[str, Delivered | Ltx2Error] = {}
-        for flight in self.progress.in_flight:
-            wait = self.waits.get(flight.request_id) or Wait(
+        flights = {flight.request_id: flight for flight in self.progress.in_flight}
+        now = time.time()
+        due = self.pace.due_now(list(flights), now) if now < deadline.at else list(flights)  # the last poll: all
+        for request_id in due:
+            flight = flights[request_id]
+            wait = self.waits.get(request_id) or Wait(
                 flight.job, deadline=deadline.at, poll_interval=self.settings.poll_interval, limit=deadline.limit
             )
             step = poll_once(self.hook, wait, self.log)
-            self.waits[flight.request_id] = step.wait
+            self.waits[request_id] = step.wait
+            self.pace.polled(request_id, time.time(), finished=step.next is not Next.POLL)
             if step.next is Next.POLL:
                 continue
             try:
-                ended[flight.request_id] = finished_video(flight.job, step.finished_status(), flight.submitted_at)
+                ended[request_id] = finished_video(flight.job, step.finished_status(), flight.submitted_at)
             except Ltx2Error as error:
-                ended[flight.request_id] = error
+                ended[request_id] = error
         return ended
 
     def in_worker(self, deadline: Deadline) -> None:
-        """Run the whole batch in this worker: fill, poll, settle, until every row is settled.
+        """Run the whole batch in this worker: poll what is due, settle, fill, until every row is settled.
 
-        A freed slot is filled in the round that sees it free; rounds are ``poll_interval`` apart.
+        A freed slot is filled as soon as a poll sees it free; a job is polled when ``JobPace`` expects it
+        done, and every ``poll_interval`` after that (never past the deadline, where its poll ends the wait).
         """
         self.fill(deadline)
         while not self.progress.done:
-            started = time.monotonic()
-            if self.progress.in_flight:
-                self.settle(self.poll_round(deadline))
+            self.settle(self.poll_due(deadline))
             self.fill(deadline)
             self.report()
             if self.progress.done:
                 break
-            if not self.progress.in_flight and self.capacity is not None:
-                time.sleep(self.capacity.worker_delay())
-            else:
-                time.sleep(max(0.0, self.settings.poll_interval - (time.monotonic() - started)))
+            wake = [self.pace.next_due(), deadline.at]
+            if self.capacity is not None and len(self.progress.in_flight) < self.settings.max_concurrent_jobs:
+                wake.append(
+                    self.capacity.not_before()
+                    if self.progress.in_flight
+                    else time.time() + self.capacity.worker_delay()
+                )
+            time.sleep(max(0.0, min(at for at in wake if at is not None) - time.time()))
 
     # ------------------------------------------------------------------------------------ telling
 

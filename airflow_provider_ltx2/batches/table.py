@@ -19,9 +19,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_ltx2.api.request import build_request
-from airflow_provider_ltx2.batches.manifest import is_row_id, manifest_uri, video_uri
+from airflow_provider_ltx2.batches.manifest import MANIFEST_NAME, is_row_id, manifest_uri, video_uri
 from airflow_provider_ltx2.contract import REQUEST_FIELDS
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
+from airflow_provider_ltx2.storage import SIDECAR_SUFFIX
 
 ROW_FIELDS = ("id", *REQUEST_FIELDS)
 TABLE_SUFFIXES = (".jsonl", ".csv")
@@ -55,6 +56,12 @@ class Table:
 
     def row(self, row_id: str) -> Row:
         return self.rows[self._positions[row_id]]
+
+    @property
+    def file_names(self) -> set[str]:
+        """The names of the files the batch writes in its folder: videos, sidecars and the manifest."""
+        videos = {row.output_uri.rsplit("/", 1)[-1] for row in self.rows}
+        return {MANIFEST_NAME, *videos, *(name + SIDECAR_SUFFIX for name in videos)}
 
 
 def read_table(requests: Any, conn_id: str | None) -> Iterator[Mapping[str, Any]]:

@@ -382,10 +382,12 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         from airflow_provider_ltx2.batches.progress import BatchRecord
         from airflow_provider_ltx2.batches.run import BatchRun, check_budget, survey
         from airflow_provider_ltx2.delivery import failure_reported
+        from airflow_provider_ltx2.storage import clear_partials
 
         with failure_reported(context):
             deadline = Deadline.starting_now(self.timeout, self.execution_timeout)
             table, settings, record = self._table(), self._settings(), BatchRecord.of(context)
+            clear_partials(table.output_prefix, self.output_conn_id, table.file_names)  # a killed try's, once
             earlier = None if self.plan_only else record.load_progress()
             if earlier is not None and earlier.table == table.digest:
                 self.log.info(
