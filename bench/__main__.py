@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import batches, download, latency, parse, triggers
+from bench import batch_scale, batches, download, latency, parse, triggers
 from bench.common import KEY, Table, machine_info, raise_fd_limit
 
 TABLES = ("triggers", "parse", "download", "latency", "batches")
@@ -66,6 +66,12 @@ def main() -> None:
     group.add_argument("--batch-queue-seconds", type=float, default=batch.queue_seconds, help="job queue time")
     group.add_argument("--batch-processing-seconds", type=float, default=batch.processing_seconds)
     group.add_argument("--batch-poll-interval", type=float, default=batch.poll_interval)
+    scale = batch_scale.ScaleSettings()
+    group = parser.add_argument_group("a dataset-scale batch (table 6, run with the batches)")
+    group.add_argument("--batch-scale-rows", type=int, default=scale.rows, help="rows of the batch, 0 for no table 6")
+    group.add_argument(
+        "--batch-scale-cap", type=float, default=scale.cap_seconds, help="seconds before an unfinished batch is stopped"
+    )
     args = parser.parse_args()
     chosen = [name for name in TABLES if name in args.only.split(",")]
     unknown = {name for name in args.only.split(",") if name.strip()} - set(TABLES)
@@ -89,6 +95,7 @@ def main() -> None:
         processing_seconds=args.batch_processing_seconds,
         poll_interval=args.batch_poll_interval,
     )
+    scale = batch_scale.ScaleSettings(rows=args.batch_scale_rows, cap_seconds=args.batch_scale_cap)
 
     # Airflow reads its home at import: give the workers a private one, and keep example DAGs out of it.
     with tempfile.TemporaryDirectory(prefix="ltx2-bench-airflow-") as home:
@@ -96,7 +103,7 @@ def main() -> None:
         os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "false")
         # Inherited by the simulator and the workers: one socket per connection, and the baseline opens one per poll.
         raise_fd_limit(max((setting.n for setting in pollers), default=0) + 1024)
-        run(chosen, pollers, batch, args.output)
+        run(chosen, pollers, batch, scale, args.output)
 
 
 def numbers(text: str) -> list[int]:
@@ -111,7 +118,13 @@ def kinds(parser: argparse.ArgumentParser, text: str) -> tuple[str, ...]:
     return found
 
 
-def run(chosen: list[str], pollers: list[triggers.Setting], batch: batches.Settings, output: Path) -> None:
+def run(
+    chosen: list[str],
+    pollers: list[triggers.Setting],
+    batch: batches.Settings,
+    scale: batch_scale.ScaleSettings,
+    output: Path,
+) -> None:
     from airflow_provider_ltx2.simulator.process import SimulatorProcess
 
     started = time.monotonic()
@@ -124,17 +137,20 @@ def run(chosen: list[str], pollers: list[triggers.Setting], batch: batches.Setti
         for name in chosen:
             print(f"Running {name}...", file=sys.stderr, flush=True)
             if name == "triggers":
-                table = triggers.run(sim, pollers)
+                made = [triggers.run(sim, pollers)]
             elif name == "parse":
-                table = parse.run()
+                made = [parse.run()]
             elif name == "download":
-                table = download.run(sim)
+                made = [download.run(sim)]
             elif name == "latency":
-                table = latency.run(sim)
+                made = [latency.run(sim)]
             else:
-                table = batches.run(sim, batch)
-            tables.append(table)
-            print(table.markdown(), flush=True)
+                made = [batches.run(sim, batch)]
+                if scale.rows:  # after table 5's batches, so that it has the machine to itself
+                    print(made[0].markdown(), flush=True)
+                    made.append(batch_scale.run(scale))
+            print(made[-1].markdown(), flush=True)
+            tables += made
     sections = {number(table.title): table.markdown() for table in tables}
     kept = {key: text for key, text in earlier_sections(output).items() if key not in sections}
     footer = (

@@ -63,6 +63,7 @@ def machine_info() -> list[tuple[str, str]]:
         pass
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
     return [
+        ("Date", time.strftime("%Y-%m-%d")),
         ("CPU", cpu),
         ("Cores", str(os.cpu_count())),
         ("RAM", f"{ram:.1f} GiB"),
