@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark the provider against its simulator: pollers at scale, DAG-parse cost, download, latency, and
-# batches at the gateway's concurrency limits. Prints five tables (about 20 minutes on 2 cores; the batches
-# alone, `--only batches`, under 8) and writes them to bench/RESULTS.md (a subset replaces only its tables).
+# batches at the gateway's concurrency limits (mapped tasks and the batch operator), a 10,000-row batch.
+# Prints six tables (about 25 minutes on 2 cores; the batches alone, `--only batches`, about 8) and writes
+# them to bench/RESULTS.md (a subset replaces only its tables).
 # Arguments go to `python -m bench`, e.g. `scripts/bench.sh --only parse`, `--sizes 100,1000`, `-h` for all.
 source "$(dirname "$0")/bootstrap.sh"
 python -c "import psutil" 2>/dev/null || python -m pip install -q psutil
