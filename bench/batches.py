@@ -197,14 +197,14 @@ def observe_submits(current: threading.local) -> None:
 
 
 def observe_poll_rounds(fired: list[Fired]) -> None:
-    """Record each poll round of a batch run in the worker that saw jobs end (its detection of a finish)."""
+    """Record each poll of a batch run in the worker that saw jobs end (its detection of a finish)."""
     from airflow_provider_ltx2.batches.run import BatchRun
     from airflow_provider_ltx2.events import Delivered
 
-    poll_round = BatchRun.poll_round
+    poll_due = BatchRun.poll_due
 
     def observed(self: BatchRun, deadline: Any) -> Any:
-        ended = poll_round(self, deadline)
+        ended = poll_due(self, deadline)
         if ended:
             jobs: dict[str, str | None] = {
                 rid: "succeeded" if isinstance(out, Delivered) else "failed" for rid, out in ended.items()
@@ -212,7 +212,7 @@ def observe_poll_rounds(fired: list[Fired]) -> None:
             fired.append(Fired(time.time(), "poll round", jobs))
         return ended
 
-    BatchRun.poll_round = observed  # type: ignore[method-assign]
+    BatchRun.poll_due = observed  # type: ignore[method-assign]
 
 
 class Harness:

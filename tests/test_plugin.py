@@ -2,8 +2,8 @@
 
 ``airflow dags test`` runs the batch example (mapped operator), the TaskFlow example (mapped decorator) and a
 DAG with a sensor against the simulator, downloading the videos, into the metadata DB of this process's
-Airflow home, and a DAG of batch tasks (``BATCH_TASKS_DAG``: tasks that carry the "LTX-2 batch" link and
-leave in their rendered ``output_prefix`` the videos, manifest and summary a batch task leaves). The app is
+Airflow home, and a DAG of batch tasks (``BATCH_TASKS_DAG``: ``Ltx2GenerateVideoBatchOperator`` tasks, which
+leave in their rendered ``output_prefix`` the videos, sidecars and manifest, and return its summary). The app is
 then built as the api-server builds it (``airflow.api_fastapi.app.create_app`` mounts the plugin found
 through its entry point) and called with JWTs of Airflow's simple auth manager.
 """
@@ -49,84 +49,51 @@ TEAM = "studio"
 SIGNED_IMAGE = "https://bucket.s3.amazonaws.com/in/1.jpg?X-Amz-Credential=AKIA123&X-Amz-Signature=f00d"
 BATCH_TASKS = "ltx2_plugin_batch"
 BATCH_ROWS = 30
-FAILED_ROWS = {
-    "row-05": 'LTX-2 request r-5 failed: content policy <violation> & "quotes"',
-    "row-17": "LTX-2 request r-17 failed: the image could not be read",
-}
-REUSED_ROWS = ("row-10",)
+FAILED_ROWS = ("row-05", "row-17")  # their prompts ask the simulator to fail the job
+SIMULATED_FAILURE = "Content generation failed: simulated failure"  # what the simulator says of such a job
+REUSED_ROWS = ("row-10",)  # made by the task `seed` before the task `batch`, into the same folder
 VIDEO_ROWS = [f"row-{n:02d}" for n in range(BATCH_ROWS) if f"row-{n:02d}" not in FAILED_ROWS]
-# Batch tasks as the UI plugin sees them: the "LTX-2 batch" link, the templated output_prefix, and in that
-# folder one MP4 a row with a video, manifest.jsonl (one line a row, in the table's order) and the summary as
-# the return value. Row 3 has a hostile prompt, row 7 an image URL with a signature.
+# Batch tasks of the real batch operator against the simulator: `seed` makes row 10's video into the folder
+# of `batch`, which then reuses it, generates 27 rows and has 2 failed rows; `dry_run` plans 5 rows. Row 3 has
+# a hostile prompt (as has the failed row 17), row 7 an image URL with a signature, which the worker cannot
+# read (check_image=False: only the gateway reads it, and the simulator does not).
 BATCH_TASKS_DAG = """
-import hashlib
-import json
-import shutil
-from pathlib import Path
-
 import pendulum
-from airflow.providers.common.compat.sdk import DAG, BaseOperator
+from airflow.providers.common.compat.sdk import DAG
 
-import airflow_provider_ltx2.simulator
-from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
-from airflow_provider_ltx2.links import Ltx2BatchLink
-
-SAMPLE = Path(airflow_provider_ltx2.simulator.__file__).parent / "sample.mp4"
-FAILED = {failed!r}
-REUSED = {reused!r}
-
-
-class BatchOfRows(BaseOperator):
-    template_fields = ("requests", "output_prefix", "output_conn_id")
-    operator_extra_links = (Ltx2BatchLink(),)
-
-    def __init__(self, *, requests, output_prefix, output_conn_id=None, dry_run=False, **kwargs):
-        super().__init__(**kwargs)
-        self.requests, self.output_prefix, self.output_conn_id = requests, output_prefix, output_conn_id
-        self.dry_run = dry_run
-
-    def status(self, row_id):
-        if self.dry_run:
-            return "planned"
-        return "failed" if row_id in FAILED else "reused" if row_id in REUSED else "generated"
-
-    def execute(self, context):
-        prefix = self.output_prefix.rstrip("/")
-        folder = Path(prefix.removeprefix("file://"))
-        folder.mkdir(parents=True, exist_ok=True)
-        counts = dict.fromkeys(("generated", "reused", "failed", "planned"), 0)
-        with (folder / "manifest.jsonl").open("w") as manifest:
-            for row in self.requests:
-                status = self.status(row["id"])
-                counts[status] += 1
-                entry = {{"id": row["id"], "status": status, "output_uri": None, "request_id": None, "bytes": None,
-                         "sha256": None, "error": FAILED.get(row["id"]) if status == "failed" else None,
-                         "submitted_at": None, "completed_at": None}}
-                if status in ("generated", "reused"):
-                    video = folder / (row["id"] + ".mp4")
-                    shutil.copyfile(SAMPLE, video)
-                    data = video.read_bytes()
-                    entry.update(output_uri=f"{{prefix}}/{{video.name}}", request_id="req-" + row["id"],
-                                 bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                                 submitted_at="2026-01-01T00:00:00+00:00", completed_at="2026-01-01T00:01:00+00:00")
-                    Path(f"{{video}}.json").write_text(json.dumps({{"request_id": entry["request_id"]}}))
-                manifest.write(json.dumps({{**entry, **{{k: v for k, v in row.items() if k != "id"}}}}) + "\\n")
-        to_pay = len(self.requests) - counts["reused"]
-        return {{"manifest_uri": f"{{prefix}}/manifest.jsonl", "output_prefix": prefix, "total": len(self.requests),
-                **counts, "cost_usd": round(counts["generated"] * PRICE_PER_VIDEO_USD, 2),
-                "estimated_cost_usd": round(to_pay * PRICE_PER_VIDEO_USD, 2)}}
-
+from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoBatchOperator
 
 ROWS = [
     {{"id": f"row-{{n:02d}}", "image_url": {image_url!r}, "prompt": f"Harbour at dawn, take {{n}}", "duration": 4}}
     for n in range({rows})
 ]
-ROWS[3]["prompt"] = {prompt!r}
+ROWS[3]["prompt"] = ROWS[17]["prompt"] = {prompt!r}
 ROWS[7]["image_url"] = {signed!r}
+for row in ROWS:
+    if row["id"] in {failed!r}:
+        row["prompt"] += " [sim:fail]"
+FOLDER = {folder!r}
+QUICK = {{"max_concurrent_jobs": 8, "poll_interval": 0.2, "deferrable": False}}
 
 with DAG(dag_id={dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False):
-    BatchOfRows(task_id="batch", requests=ROWS, output_prefix={folder!r} + "/{{{{ ti.task_id }}}}/")
-    BatchOfRows(task_id="dry_run", requests=ROWS[:5], output_prefix={folder!r} + "/{{{{ ti.task_id }}}}", dry_run=True)
+    seed = Ltx2GenerateVideoBatchOperator(
+        task_id="seed",
+        requests=[row for row in ROWS if row["id"] in {reused!r}],
+        output_prefix=FOLDER + "/batch",  # the folder of `batch`
+        **QUICK,
+    )
+    batch = Ltx2GenerateVideoBatchOperator(
+        task_id="batch",
+        requests=ROWS,
+        output_prefix=FOLDER + "/{{{{ ti.task_id }}}}/",
+        max_failed_items=2,
+        check_image=False,
+        **QUICK,
+    )
+    seed >> batch
+    Ltx2GenerateVideoBatchOperator(
+        task_id="dry_run", requests=ROWS[:5], output_prefix=FOLDER + "/{{{{ ti.task_id }}}}", dry_run=True, **QUICK
+    )
 """
 # The sensor DAG: a non-waiting submit, the sensor that waits and downloads, and a video left at the gateway.
 SENSOR_DAG = """
@@ -567,6 +534,12 @@ def batch_folder(runs: Runs, task_id: str = "batch") -> Path:
     return Path(read_xcom(BATCH_TASKS, runs.run_ids[BATCH_TASKS], task_id, -1)["output_prefix"].removeprefix("file://"))
 
 
+def manifest(runs: Runs, task_id: str = "batch") -> list[dict[str, Any]]:
+    """The manifest the batch task wrote, one entry a row."""
+    lines = (batch_folder(runs, task_id) / "manifest.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
 @pytest.mark.dags
 @pytest.mark.parametrize("route", ["video", "batch row"])
 def test_stream_serves_the_file_and_its_byte_ranges(client: Any, runs: Runs, route: str) -> None:
@@ -730,14 +703,19 @@ def test_batch_tab_shows_counts_spend_and_a_page_of_videos(client: Any, runs: Ru
     summary = read_xcom(BATCH_TASKS, runs.run_ids[BATCH_TASKS], "batch", -1)
     for name, value in (("total", 30), ("generated", 27), ("reused", 1), ("failed", 2), ("planned", 0)):
         assert summary[name] == value and f'data-field="{name}">{value}<' in page, name
-    assert 'data-field="cost">USD 16.20<' in page and 'data-field="estimated_cost">USD 17.40<' in page
+    # Every accepted submit is paid: the 27 generated rows and the 2 failed ones; the reused row is not.
+    assert summary["cost_usd"] == summary["estimated_cost_usd"] == round(29 * PRICE_PER_VIDEO_USD, 2) == 17.40
+    assert 'data-field="cost">USD 17.40<' in page and 'data-field="estimated_cost">USD 17.40<' in page
     assert f'data-field="manifest_uri">{summary["manifest_uri"]}<' in page
     assert summary["manifest_uri"] == f"{summary['output_prefix']}/manifest.jsonl"
     assert cards(page) == VIDEO_ROWS[:24]
     for row_id in VIDEO_ROWS[:24]:
         assert f'<video controls preload="metadata" src="../../tasks/batch/batch/{row_id}.mp4?map_index=-1">' in page
     assert '<div class="prompt">Harbour at dawn, take 0</div>' in page and "take 29<" not in page
-    assert '<section class="card" data-row="row-10" data-status="reused">' in page
+    seed = read_xcom(BATCH_TASKS, runs.run_ids[BATCH_TASKS], "seed", -1)  # made row 10 in the same folder first
+    assert seed["output_prefix"] == summary["output_prefix"] and seed["generated"] == len(REUSED_ROWS)
+    for row_id in REUSED_ROWS:
+        assert f'<section class="card" data-row="{row_id}" data-status="reused">' in page
     assert 'data-field="video_count">28<' in page and "Page 1 of 2" in page
     policy = reply.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "media-src 'self';" in policy and "script-src" not in policy
@@ -780,14 +758,22 @@ def test_batch_tab_refuses_a_bad_page(client: Any, runs: Runs, query: str) -> No
 @pytest.mark.dags
 def test_batch_tab_lists_the_failed_rows_with_their_errors(client: Any, runs: Runs) -> None:
     page = client.get(batch_tab_url(runs), headers=login()).text
-    assert re.findall(r'<tr data-row="([^"]+)">', page) == ["row-05", "row-17"]
+    assert re.findall(r'<tr data-row="([^"]+)">', page) == list(FAILED_ROWS)
     assert 'data-field="failed_count">2<' in page
+    failed = {entry["id"]: entry for entry in manifest(runs) if entry["status"] == "failed"}
+    assert sorted(failed) == list(FAILED_ROWS)
+    for row_id, entry in failed.items():
+        # The gateway's words for the job the batch paid for, as the operator recorded them.
+        assert entry["request_id"] and entry["error"].endswith(SIMULATED_FAILURE), entry
+        assert entry["request_id"] in entry["error"]
+        assert f'<tr data-row="{row_id}"><td>{row_id}</td>' in page
+        assert f'<td class="error">{entry["error"]}</td>' in page
+    # Row 17's hostile prompt is escaped in the table of failed rows too.
     assert (
-        '<td class="error">LTX-2 request r-5 failed: content policy &lt;violation&gt; &amp; &#34;quotes&#34;</td>'
-        in page
+        '<td class="prompt">Lighthouse &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;waves&lt;/b&gt;'
+        " [sim:fail]</td>" in page
     )
-    assert '<td class="error">LTX-2 request r-17 failed: the image could not be read</td>' in page
-    assert "row-05.mp4" not in page  # no video for a failed row
+    assert "row-05.mp4" not in page and "row-17.mp4" not in page  # no video for a failed row
 
 
 @pytest.mark.dags
@@ -927,9 +913,10 @@ def test_failed_batch_shows_the_manifest_it_left(client: Any, runs: Runs) -> Non
 def test_gallery_counts_each_batch_task(client: Any, runs: Runs) -> None:
     page = words(client.get(f"{run_url(runs, BATCH_TASKS)}/videos", headers=login()).text)
     assert (
-        '<li data-batch="batch" data-map-index="-1">batch: 28 videos in its batch (2 failed), spent USD 16.20: '
+        '<li data-batch="batch" data-map-index="-1">batch: 28 videos in its batch (2 failed), spent USD 17.40: '
         'see the task\'s "LTX-2 video" tab.' in page
     )
+    assert "seed: 1 video in its batch (0 failed), spent USD 0.60" in page
     assert "dry_run: 0 videos in its batch (0 failed, 5 planned), spent USD 0.00" in page
     assert "This run has no LTX-2 tasks" not in page and "<video" not in page and "without a video" not in page
 
@@ -1050,4 +1037,7 @@ def test_no_secret_in_any_page(client: Any, runs: Runs) -> None:
         pages = [client.get(url, headers=login()).text for url in every_page(runs) if ".mp4" not in url]
     for page in pages:
         assert KEY not in page and "X-Amz-Signature" not in page and "AKIA123" not in page
+    # The batch's row 7 was generated from the signed URL, which its manifest keeps as given: no page shows it.
+    row_7 = next(entry for entry in manifest(runs) if entry["id"] == "row-07")
+    assert row_7["status"] == "generated" and row_7["image_url"] == SIGNED_IMAGE
     assert any("https://bucket.s3.amazonaws.com/in/1.jpg (query not shown)" in page for page in pages)

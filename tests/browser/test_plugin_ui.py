@@ -22,6 +22,7 @@ from tests.browser.conftest import (
     AirflowUI,
     new_context,
 )
+from tests.test_plugin import SIMULATED_FAILURE
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
@@ -105,7 +106,7 @@ def test_batch_tab_shows_counts_videos_and_failed_rows(page: Any, airflow_ui: Ai
     open_tab(page, f"{airflow_ui.run_path(BATCH_TASKS)}/tasks/batch", "ltx2-video")
     tab = plugin_frame(page, "LTX-2 video")
     expect(tab.get_by_role("heading", name=re.compile(r"LTX-2 batch"))).to_be_visible()
-    for field, shown in (("total", "30"), ("generated", "27"), ("reused", "1"), ("failed", "2"), ("cost", "USD 16.20")):
+    for field, shown in (("total", "30"), ("generated", "27"), ("reused", "1"), ("failed", "2"), ("cost", "USD 17.40")):
         expect(tab.locator(f'[data-field="{field}"]')).to_have_text(shown)
     cards = tab.locator("section.card")
     expect(cards).to_have_count(24)
@@ -117,7 +118,8 @@ def test_batch_tab_shows_counts_videos_and_failed_rows(page: Any, airflow_ui: Ai
         card_video.evaluate(SEEK_JS, 1.0)
     error = tab.locator('tr[data-row="row-05"] td.error')
     expect(error).to_be_visible()
-    expect(error).to_have_text('LTX-2 request r-5 failed: content policy <violation> & "quotes"')
+    expect(error).to_have_text(re.compile(rf"^LTX-2 generation \S+ failed .*: {SIMULATED_FAILURE}$"))
+    expect(tab.locator('tr[data-row="row-17"] td.prompt')).to_have_text(re.compile(r"^Lighthouse <script>alert"))
     page.screenshot(path=str(SCREENSHOTS / "ltx2-batch-tab.png"))
 
     tab.get_by_role("link", name="next").first.click()
