@@ -150,6 +150,37 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+# Run in a fresh interpreter, as the dag-processor imports a DAG file: argv is the file, the DAG id, the task
+# whose kind and options to report (or "").
+_IMPORT_CHECK = """
+import json, sys
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow 2
+    from airflow.models.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags.get(sys.argv[2])
+chain = {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks} if dag else None
+task = dag.get_task(sys.argv[3]) if dag and sys.argv[3] else None
+detail = task and {"type": type(task).__name__, "options": task.options, "multiple": task.multiple}
+print(json.dumps({"errors": bag.import_errors, "dags": list(bag.dag_ids), "chain": chain, "detail": detail}))
+"""
+
+
+def import_example(dag_id: str, home: Path, detail_of: str = "") -> dict[str, Any]:
+    """Import ``example_dags/<dag_id>.py`` as the dag-processor does: its import errors, the DAG ids it defines,
+    its tasks' upstreams, and the kind and options of the task ``detail_of`` (a human-in-the-loop task)."""
+    dag_file = REPO / "example_dags" / f"{dag_id}.py"
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_CHECK, str(dag_file), dag_id, detail_of],
+        env=airflow_env(home),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def example_dag_env(simulator: SimulatorProcess, output_dir: Path, **extra: str) -> dict[str, str]:
     """What the example DAGs read (connection, image, output folder, fast polls), for ``airflow dags test``."""
     return {

@@ -18,7 +18,7 @@ import pytest
 from packaging.version import Version
 
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
-from tests.conftest import KEY, REPO, airflow_env, example_dag_env
+from tests.conftest import KEY, REPO, airflow_env, example_dag_env, import_example
 
 pytestmark = pytest.mark.dags
 
@@ -277,23 +277,7 @@ def task_states(home: Path, run_id: str) -> dict[str, str]:
 
 def test_batch_review_imports_on_every_supported_airflow(tmp_path: Path) -> None:
     """Airflow 3.1+: the DAG and its chain; older: the file imports cleanly and defines no DAG."""
-    check = """
-import json, sys
-try:
-    from airflow.dag_processing.dagbag import DagBag
-except ImportError:  # Airflow 2
-    from airflow.models.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-dag = bag.dags.get("example_ltx2_batch_review")
-chain = {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks} if dag else None
-print(json.dumps({"errors": bag.import_errors, "dags": list(bag.dag_ids), "chain": chain}))
-"""
-    dag_file = REPO / "example_dags" / f"{BATCH_REVIEW}.py"
-    done = subprocess.run(
-        [sys.executable, "-c", check, str(dag_file)], env=airflow_env(tmp_path), capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = import_example(BATCH_REVIEW, tmp_path)
     assert found["errors"] == {}
     if not HAS_HITL:
         assert found["dags"] == []

@@ -94,6 +94,14 @@ def limited(deployment: Deployment) -> Iterator[Deployment]:
         restart_scheduler_and_simulator(deployment)
 
 
+def jobs_of(e2e: Deployment, queue_seconds: float, processing_seconds: float) -> Deployment:
+    """The (reset, ``limited``) deployment's simulator given jobs of these phases; its limit stays as started."""
+    assert e2e.sim is not None
+    config = e2e.sim.configure(queue_seconds=queue_seconds, processing_seconds=processing_seconds)
+    assert config["max_concurrent_jobs"] == GATEWAY_SLOTS
+    return e2e
+
+
 def restart_scheduler_and_simulator(deployment: Deployment) -> None:
     """Both read their limits when they start: ``[core] parallelism``, ``--max-concurrent-jobs``."""
     if "scheduler" in deployment.components:

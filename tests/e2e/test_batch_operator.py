@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
+from tests.e2e.conftest import jobs_of
 from tests.e2e.deployment import (
     FINISHED,
     GATEWAY_SLOTS,
@@ -45,10 +46,7 @@ FIRST_JOBS_SECONDS = 30
 @pytest.fixture
 def gateway(limited: Deployment, e2e: Deployment) -> Deployment:
     """A reset simulator with 4 s jobs that still has the limit it was started with."""
-    assert e2e.sim is not None
-    config = e2e.sim.configure(queue_seconds=QUEUE_SECONDS, processing_seconds=PROCESSING_SECONDS)
-    assert config["max_concurrent_jobs"] == GATEWAY_SLOTS
-    return e2e
+    return jobs_of(e2e, QUEUE_SECONDS, PROCESSING_SECONDS)
 
 
 def batch_triggers(e2e: Deployment) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_ltx2.simulator.limits import slot_utilisation
+from tests.e2e.conftest import jobs_of
 from tests.e2e.deployment import FINISHED, GATEWAY_SLOTS, Deployment
 
 pytestmark = pytest.mark.timeout(420)
@@ -47,10 +48,7 @@ MIN_SLOT_UTILISATION = 0.8
 @pytest.fixture
 def gateway(limited: Deployment, e2e: Deployment) -> Deployment:
     """A reset simulator with 30 s jobs that still has the limit it was started with."""
-    assert e2e.sim is not None
-    config = e2e.sim.configure(queue_seconds=QUEUE_SECONDS, processing_seconds=PROCESSING_SECONDS)
-    assert config["max_concurrent_jobs"] == SLOTS
-    return e2e
+    return jobs_of(e2e, QUEUE_SECONDS, PROCESSING_SECONDS)
 
 
 @dataclass

@@ -4,8 +4,6 @@ chosen videos published. The import check runs in the default suite, on every su
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -14,11 +12,10 @@ import airflow
 import pytest
 from packaging.version import Version
 
-from tests.conftest import REPO, airflow_env
+from tests.conftest import import_example
 from tests.e2e.deployment import Deployment, assert_succeeded, submits, wait_for
 
 REVIEW = "example_ltx2_review"
-DAG_FILE = REPO / "example_dags" / f"{REVIEW}.py"
 HAS_HITL = Version(airflow.__version__).release[:2] >= (3, 1)
 NEEDS_HITL = pytest.mark.skipif(
     not HAS_HITL,
@@ -29,25 +26,7 @@ NEEDS_HITL = pytest.mark.skipif(
 
 def test_the_review_example_imports_on_every_supported_airflow(tmp_path: Path) -> None:
     """Airflow 3.1+: the DAG and its chain; older: the file imports cleanly and defines no DAG."""
-    check = """
-import json, sys
-try:
-    from airflow.dag_processing.dagbag import DagBag
-except ImportError:  # Airflow 2
-    from airflow.models.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-dag = bag.dags.get("example_ltx2_review")
-chain = {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks} if dag else None
-review = dag and dag.get_task("review")
-print(json.dumps({"errors": bag.import_errors, "dags": list(bag.dag_ids), "chain": chain,
-                  "review": review and {"type": type(review).__name__, "options": review.options,
-                                        "multiple": review.multiple}}))
-"""
-    done = subprocess.run(
-        [sys.executable, "-c", check, str(DAG_FILE)], env=airflow_env(tmp_path), capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = import_example(REVIEW, tmp_path, detail_of="review")
     assert found["errors"] == {}
     if not HAS_HITL:
         assert found["dags"] == []
@@ -58,7 +37,7 @@ print(json.dumps({"errors": bag.import_errors, "dags": list(bag.dag_ids), "chain
         "review": ["describe_videos"],
         "publish": ["generate_video", "review"],
     }
-    assert found["review"] == {
+    assert found["detail"] == {
         "type": "HITLOperator",
         "options": ["harbour", "market", "orchard", "Publish none"],
         "multiple": True,
