@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ltx2 import metrics, storage
 from airflow_provider_ltx2.api.jobs import Job, JobState, JobStatus
@@ -24,6 +24,8 @@ from airflow_provider_ltx2.storage import ImageInput, image_input
 from airflow_provider_ltx2.waits import CapacityWait, Next, PollStep, Wait, after_poll, utc_now_iso
 
 if TYPE_CHECKING:
+    from typing_extensions import Self  # typing's own from Python 3.11; the package supports 3.10
+
     from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 
 STATE_KEY = "ltx2_request"  # task_state_store key (Airflow 3.3+): the paid request of this task instance
