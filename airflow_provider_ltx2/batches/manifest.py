@@ -10,10 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from airflow_provider_ltx2.batches.table import Row
+from typing import Any
 
 MANIFEST_NAME = "manifest.jsonl"
 GENERATED, REUSED, FAILED, PLANNED = "generated", "reused", "failed", "planned"
@@ -41,7 +38,9 @@ def manifest_uri(prefix: str) -> str:
 
 
 def manifest_entry(
-    row: Row,
+    row_id: str,
+    request: Mapping[str, Any],
+    output_uri: str,
     status: str,
     *,
     saved: Mapping[str, Any] | None = None,
@@ -54,16 +53,16 @@ def manifest_entry(
     saved = saved or {}
     video = status in (GENERATED, REUSED)
     return {
-        "id": row.id,
+        "id": row_id,
         "status": status,
-        "output_uri": row.output_uri if video else None,
+        "output_uri": output_uri if video else None,
         "request_id": saved.get("request_id", request_id),
         "bytes": saved.get("bytes"),
         "sha256": saved.get("sha256"),
         "error": error,
         "submitted_at": saved.get("submitted_at", submitted_at),
         "completed_at": saved.get("completed_at", completed_at),
-        **row.request,
+        **request,
     }
 
 

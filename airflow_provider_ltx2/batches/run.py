@@ -376,20 +376,24 @@ class BatchRun:
         for row in self.table.rows:
             failed = self.progress.failed.get(row.id)
             if failed is not None:
-                yield manifest_entry(row, FAILED, error=failed.error, **_failure_times(failed))
+                yield _entry(row, FAILED, error=failed.error, **_failure_times(failed))
                 continue
             saved = storage.read_sidecar(row.output_uri, self.settings.output_conn_id)
             if saved is None:
-                yield manifest_entry(row, FAILED, error=f"No video at {row.output_uri} after the batch.")
+                yield _entry(row, FAILED, error=f"No video at {row.output_uri} after the batch.")
                 continue
             ours = saved.get("batch") == self.progress.token
-            yield manifest_entry(row, GENERATED if ours else REUSED, saved=saved)
+            yield _entry(row, GENERATED if ours else REUSED, saved=saved)
 
     def plan_entries(self, found: Survey) -> Iterator[dict[str, Any]]:
         """A dry run's manifest: the rows to reuse and the rows a real run would generate."""
         for row in self.table.rows:
             saved = found.reusable.get(row.id)
-            yield manifest_entry(row, REUSED, saved=saved) if saved else manifest_entry(row, PLANNED)
+            yield _entry(row, REUSED, saved=saved) if saved else _entry(row, PLANNED)
+
+
+def _entry(row: Row, status: str, **fate: Any) -> dict[str, Any]:
+    return manifest_entry(row.id, row.request, row.output_uri, status, **fate)
 
 
 def _failure_times(failed: FailedRow) -> dict[str, Any]:
