@@ -138,8 +138,13 @@ def read_event(event: Any) -> Delivered:
     if kind == EVENT_TIMEOUT:
         raise Ltx2Timeout(str(event.get("message")))
     if kind == EVENT_ERROR:
-        raise _error_classes().get(str(event.get("error_class")), Ltx2Error)(str(event.get("message")))
+        raise _error_of(event)
     raise Ltx2Error(f"Unknown status {kind!r} in the event from the LTX-2 trigger: {event!r}")
+
+
+def _error_of(event: dict[str, Any]) -> Ltx2Error:
+    """The error an error event carries, of its own class (``Ltx2Error`` for a name this version lacks)."""
+    return _error_classes().get(str(event.get("error_class")), Ltx2Error)(str(event.get("message")))
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,7 @@ def batch_event(
 def read_batch_event(event: Any) -> BatchWake:
     """Read the batch trigger's event; an error event (no connection, no key) is raised."""
     if isinstance(event, dict) and event.get("status") == EVENT_ERROR:
-        raise _error_classes().get(str(event.get("error_class")), Ltx2Error)(str(event.get("message")))
+        raise _error_of(event)
     fields_ok = (
         isinstance(event, dict)
         and event.get("status") == EVENT_BATCH

@@ -125,13 +125,17 @@ def identified_by_content(image: ImageInput, read: Callable[[str], Iterable[byte
                 raise _bad_image(image.uri, f"larger than {MAX_IMAGE_BYTES >> 20} MiB")
             digest.update(chunk)
     except Ltx2HttpError as error:
-        raise _bad_image(image.uri, "not found (HTTP 404)" if error.status == 404 else f"HTTP {error.status}") from None
+        raise _bad_image(image.uri, _http_problem(error.status)) from None
     except Ltx2ValidationError:
         raise
     except Ltx2Error as error:
         raise _bad_image(image.uri, f"cannot be fetched ({error})") from None
     identity = {"url": image.uri, "sha256": digest.hexdigest(), "size": size}
     return replace(image, identity=identity, head=head)
+
+
+def _http_problem(status: int) -> str:
+    return "not found (HTTP 404)" if status == 404 else f"HTTP {status}"
 
 
 def _bad_image(uri: str, problem: str, skippable: bool = True) -> Ltx2ValidationError:
@@ -165,10 +169,8 @@ def check_image(image: ImageInput, read_head: Callable[[str, int], tuple[int, by
             status, head = read_head(image.uri, HEAD_BYTES)
         except requests.RequestException as error:
             raise _bad_image(image.uri, f"cannot be fetched ({type(error).__name__})") from None
-        if status == 404:
-            raise _bad_image(image.uri, "not found (HTTP 404)")
         if status not in (200, 206):
-            raise _bad_image(image.uri, f"HTTP {status}")
+            raise _bad_image(image.uri, _http_problem(status))
     if not head:
         raise _bad_image(image.uri, "empty")
     if image_kind(head) is None:

@@ -39,6 +39,14 @@ from airflow_provider_ltx2.waits import DEFAULT_POLL_INTERVAL, CapacityWait, Nex
 SCHEDULER_LOOP_MARGIN = 5.0
 
 
+async def _answer(hook: Ltx2Hook, job: Job, deadline: float) -> JobStatus | Ltx2Error:
+    """One poll's answer as ``after_poll`` takes it: the status, or the error the poll raised after its retries."""
+    try:
+        return await hook.aget_status(job, deadline=deadline)
+    except Ltx2Error as error:
+        return error
+
+
 def _classpath(trigger: BaseTrigger) -> str:
     return f"{type(trigger).__module__}.{type(trigger).__qualname__}"
 
@@ -122,11 +130,7 @@ class Ltx2VideoTrigger(BaseTrigger):
                         random.uniform(0, max(0.0, min(self.poll_interval, self.deadline - time.time())))
                     )
                     while True:
-                        try:
-                            answer: JobStatus | Ltx2Error = await hook.aget_status(job, deadline=self.deadline)
-                        except Ltx2Error as error:
-                            answer = error
-                        step = after_poll(wait, answer, time.time())
+                        step = after_poll(wait, await _answer(hook, job, self.deadline), time.time())
                         if step.news:
                             self.log.info(step.news)
                         if step.next is not Next.POLL:
@@ -265,12 +269,6 @@ class Ltx2BatchTrigger(BaseTrigger):
             for flight in self.progress.in_flight
         }
 
-        async def answer(wait: Wait) -> JobStatus | Ltx2Error:
-            try:
-                return await hook.aget_status(wait.job, deadline=self.deadline)
-            except Ltx2Error as error:
-                return error
-
         try:
             async with hook.aconnect():
                 while True:
@@ -280,7 +278,7 @@ class Ltx2BatchTrigger(BaseTrigger):
                         break
                     ended: dict[str, dict[str, Any]] = {}
                     delay = self.poll_interval
-                    replies = await asyncio.gather(*map(answer, waits.values()))
+                    replies = await asyncio.gather(*(_answer(hook, wait.job, self.deadline) for wait in waits.values()))
                     for request_id, reply in zip(list(waits), replies, strict=True):
                         step = after_poll(waits[request_id], reply, time.time())
                         if step.news:
