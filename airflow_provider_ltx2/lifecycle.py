@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +152,7 @@ class Generation:
         except Ltx2ValidationError:
             if self.examine_image:
                 raise
+            self.image = replace(self.image, identified=True)  # by its URL: not read again for this
             self.log.warning(
                 "The image %s cannot be read from this worker (check_image=False): a video is reused for the same "
                 "URL even if the image behind it changed.",

@@ -49,7 +49,8 @@ class ImageInput:
     """The task's image: the URI as given, what identifies its content, and how the gateway gets it.
 
     ``head``: the image's first bytes when they were read while identifying it, so the check reads nothing
-    more.
+    more. ``identified``: its identity is settled (read from the store, from its bytes, or given up on as
+    unreadable), so nothing reads it again to identify it.
     """
 
     uri: str
@@ -57,15 +58,11 @@ class ImageInput:
     identity: Mapping[str, Any] = field(default_factory=dict)
     expires_in: int = DEFAULT_IMAGE_URL_EXPIRES_IN
     head: bytes | None = None
+    identified: bool = False
 
     @property
     def private(self) -> bool:
         return not is_public_url(self.uri)
-
-    @property
-    def known_by_content(self) -> bool:
-        """Whether the identity says what the image is (content or store version), not only where it is."""
-        return set(self.identity) != {"url"}
 
     def url_for_gateway(self) -> str:
         """The URL the gateway fetches: the public URL, or a signed URL made now (never store or log it)."""
@@ -101,7 +98,7 @@ def image_input(uri: str, conn_id: str | None, expires_in: int) -> ImageInput:
     version = next((info[key] for key in ("ETag", "etag", "md5Hash", "mtime", "LastModified") if info.get(key)), None)
     if version is not None:
         identity["version"] = str(version)
-    return ImageInput(uri, conn_id, identity, expires_in)
+    return ImageInput(uri, conn_id, identity, expires_in, identified=True)
 
 
 def identified_by_content(image: ImageInput, read: Callable[[str], Iterable[bytes]]) -> ImageInput:
@@ -114,7 +111,7 @@ def identified_by_content(image: ImageInput, read: Callable[[str], Iterable[byte
     """
     import hashlib
 
-    if image.private or image.known_by_content:
+    if image.private or image.identified:
         return image
     digest, size, head = hashlib.sha256(), 0, b""
     try:
@@ -131,7 +128,7 @@ def identified_by_content(image: ImageInput, read: Callable[[str], Iterable[byte
     except Ltx2Error as error:
         raise _bad_image(image.uri, f"cannot be fetched ({error})") from None
     identity = {"url": image.uri, "sha256": digest.hexdigest(), "size": size}
-    return replace(image, identity=identity, head=head)
+    return replace(image, identity=identity, head=head, identified=True)
 
 
 def _http_problem(status: int) -> str:

@@ -465,3 +465,17 @@ def test_a_killed_writers_leftovers_are_cleared_once_and_only_the_batchs_own(
     run(batch(rows(simulator, 2), tmp_path))
     assert not ours.exists() and theirs.exists(), "another task writing into the folder keeps its own"
     assert sorted(path.name for path in tmp_path.glob(".*")) == [theirs.name]
+
+
+def test_an_image_the_worker_cannot_read_is_tried_once_for_all_its_rows(
+    simulator: SimulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check_image=False: the image only the gateway can reach is known by its URL, after one try to read it."""
+    log = recorded(monkeypatch)
+    table = rows(simulator, 3)
+    for row in table:
+        row["image_url"] = f"{simulator.base_url}/files/only-the-gateway-sees.jpg"
+    result = run(batch(table, tmp_path, check_image=False))
+    assert result["generated"] == 3
+    assert simulator.stats()["downloads"] == 1 + 3, "one read of the image, then the three videos"
+    assert len([line for line in log.messages("warning") if "cannot be read from this worker" in line]) == 1

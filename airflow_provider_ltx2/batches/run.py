@@ -87,6 +87,7 @@ def survey(hook: Ltx2Hook, table: Table, settings: BatchSettings, log: Any) -> S
     for row in table.rows:
         try:
             generation = row_generation(hook, row, settings, log, images.get(row.request["image_url"]))
+            fingerprint = generation.fingerprint  # a public image read once: its identity and the check's bytes
             saved = generation.reusable(row.output_uri, settings.output_conn_id) if settings.reuse_existing else None
             if saved is None and settings.check_image:
                 generation.check_image()
@@ -96,7 +97,7 @@ def survey(hook: Ltx2Hook, table: Table, settings: BatchSettings, log: Any) -> S
         if saved is not None:
             found.reusable[row.id] = saved
         else:
-            found.fingerprints[row.id] = generation.fingerprint
+            found.fingerprints[row.id] = fingerprint
     return found
 
 
@@ -171,16 +172,16 @@ class BatchRun:
         while len(progress.in_flight) < self.settings.max_concurrent_jobs and progress.cursor < progress.total:
             row = self.table.rows[progress.cursor]
             try:
-                generation = row_generation(self.hook, row, self.settings, self.log)
-                fingerprint = self._fingerprint(row, generation)
-                if fingerprint is None:  # reused
+                planned = self._planned(row)
+                if planned is None:  # an earlier run's video is reused
                     progress.cursor += 1
                     progress.reused += 1
                     metrics.count(metrics.REUSED_VIDEOS)
                     continue
+                generation, fingerprint = planned
                 submitted = generation.submit()
             except Ltx2Throttled as throttled:
-                self.capacity = self.capacity or CapacityWait(deadline.at, deadline.limit, self.settings.poll_interval)
+                self.capacity = self.capacity or CapacityWait.for_deadline(deadline, self.settings.poll_interval)
                 self.capacity.throttled(throttled, self.log)  # raises Ltx2Timeout when the deadline leaves no chance
                 return
             except (Ltx2ValidationError, Ltx2GenerationFailed, Ltx2SubmitUnconfirmed) as error:
@@ -200,13 +201,27 @@ class BatchRun:
             progress.cursor += 1
             self.record.save_progress(progress)  # at once: a retry must find every paid job
 
-    def _fingerprint(self, row: Row, generation: Generation) -> str | None:
-        """The row's fingerprint, or None when an earlier run's video of it can be reused."""
-        if self.found is not None:
-            return None if row.id in self.found.reusable else self.found.fingerprints[row.id]
-        if self.settings.reuse_existing and generation.reusable(row.output_uri, self.settings.output_conn_id):
+    def _planned(self, row: Row) -> tuple[Generation, str] | None:
+        """The row's generation to submit and its fingerprint, or None when an earlier run's video is reused.
+
+        The process that surveyed the table knows both; a later one (a resume, a retry) looks the row up now.
+        """
+        if self.found is None:
+            generation = row_generation(self.hook, row, self.settings, self.log)
+            if self.settings.reuse_existing and generation.reusable(row.output_uri, self.settings.output_conn_id):
+                return None
+            return generation, generation.fingerprint
+        if row.id in self.found.reusable:
             return None
-        return generation.fingerprint
+        settings = self.settings
+        generation = Generation.resumed(  # already identified and checked: only the submit is left
+            self.hook,
+            row.request,
+            image_conn_id=settings.image_conn_id,
+            image_url_expires_in=settings.image_url_expires_in,
+            log=self.log,
+        )
+        return generation, self.found.fingerprints[row.id]
 
     # ------------------------------------------------------------------------------------ settling
 
