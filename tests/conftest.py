@@ -124,14 +124,18 @@ def throwaway_ca(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 
 
 @pytest.fixture(scope="session")
-def airflow_home() -> Path:
-    """An Airflow home with a migrated SQLite metadata DB, for ``airflow`` CLI subprocesses."""
-    home = Path(tempfile.mkdtemp(prefix="ltx2-dags-test-"))
-    env = airflow_env(home)
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
-    )
-    return home
+def airflow_home() -> Iterator[Path]:
+    """An Airflow home with a migrated SQLite metadata DB, for ``airflow`` CLI subprocesses; removed at the end."""
+    with tempfile.TemporaryDirectory(prefix="ltx2-dags-test-") as folder:
+        home = Path(folder)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            env=airflow_env(home),
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        yield home
 
 
 def airflow_env(home: Path, **extra: str) -> dict[str, str]:
