@@ -1,4 +1,5 @@
-"""The gateway's contract as plain constants: paths, the key header, the price and the request tables.
+"""The gateway's contract as plain constants: paths, the key header, the price (and what N videos cost) and
+the request tables.
 
 Kept free of imports (Airflow's included) so the simulator, which plays the gateway's side, starts in a
 fraction of a second; ``api`` builds every call and check on them (docs/gateway-contract.md).
@@ -15,3 +16,8 @@ RESOLUTIONS = ("720p", "1080p", "2160p")
 ASPECT_RATIOS = ("16:9", "9:16", "1:1")
 FPS_VALUES = (24, 25, 30)
 REQUEST_FIELDS = ("image_url", "prompt", "duration", "resolution", "aspect_ratio", "fps", "generate_audio")
+
+
+def cost_usd(videos: int) -> float:
+    """What ``videos`` generations cost, in USD to the cent."""
+    return round(videos * PRICE_PER_VIDEO_USD, 2)

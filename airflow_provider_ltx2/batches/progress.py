@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airflow_provider_ltx2.api.jobs import Job
-from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
+from airflow_provider_ltx2.contract import cost_usd
 from airflow_provider_ltx2.exceptions import Ltx2Error
 from airflow_provider_ltx2.lifecycle import StateRecord
 
@@ -72,7 +72,7 @@ class BatchProgress:
 
     @property
     def cost_usd(self) -> float:
-        return round(self.paid * PRICE_PER_VIDEO_USD, 2)
+        return cost_usd(self.paid)
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": PROGRESS_VERSION, **asdict(self)}

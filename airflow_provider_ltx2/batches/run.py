@@ -27,9 +27,9 @@ from airflow_provider_ltx2.batches.manifest import (
 )
 from airflow_provider_ltx2.batches.progress import BatchProgress, BatchRecord, FailedRow, InFlight
 from airflow_provider_ltx2.batches.table import Row, Table
-from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
+from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD, cost_usd
 from airflow_provider_ltx2.delivery import store
-from airflow_provider_ltx2.events import Delivered
+from airflow_provider_ltx2.events import Delivered, finished_video
 from airflow_provider_ltx2.exceptions import (
     Ltx2BatchFailed,
     Ltx2BudgetExceeded,
@@ -75,6 +75,10 @@ class Survey:
     def to_generate(self) -> int:
         return len(self.fingerprints)
 
+    @property
+    def estimated_cost_usd(self) -> float:
+        return cost_usd(self.to_generate)
+
 
 def survey(hook: Ltx2Hook, table: Table, settings: BatchSettings, log: Any) -> Survey:
     """Look up reuse and check every image to generate from, before any paid call.
@@ -112,10 +116,9 @@ def row_generation(
 
 def check_budget(table: Table, found: Survey, max_cost_usd: float | None) -> None:
     """Refuse, before any paid call, a batch whose rows still to generate cost more than the budget."""
-    estimate = round(found.to_generate * PRICE_PER_VIDEO_USD, 2)
-    if max_cost_usd is not None and estimate > max_cost_usd:
+    if max_cost_usd is not None and found.estimated_cost_usd > max_cost_usd:
         raise Ltx2BudgetExceeded(
-            f"This batch would cost USD {estimate:.2f} ({found.to_generate} rows to generate at USD "
+            f"This batch would cost USD {found.estimated_cost_usd:.2f} ({found.to_generate} rows to generate at USD "
             f"{PRICE_PER_VIDEO_USD:.2f}, {len(found.reusable)} reused of {len(table.rows)}), more than "
             f"max_cost_usd={max_cost_usd:g}; nothing was paid. Raise max_cost_usd, or split the table."
         )
@@ -276,8 +279,6 @@ class BatchRun:
 
     def poll_due(self, deadline: Deadline) -> dict[str, Delivered | Ltx2Error]:
         """Poll the jobs in flight that are due (``JobPace``); the ones that ended, with their video or error."""
-        from airflow_provider_ltx2.events import finished_video
-
         ended: dict[str, Delivered | Ltx2Error] = {}
         flights = {flight.request_id: flight for flight in self.progress.in_flight}
         now = time.time()
@@ -383,7 +384,7 @@ class BatchRun:
             "total": len(self.table.rows),
             **{status: counts.get(status, 0) for status in STATUSES},
             "cost_usd": self.progress.cost_usd,
-            "estimated_cost_usd": round(self.progress.estimated * PRICE_PER_VIDEO_USD, 2),
+            "estimated_cost_usd": cost_usd(self.progress.estimated),
         }
 
     def manifest_entries(self) -> Iterator[dict[str, Any]]:

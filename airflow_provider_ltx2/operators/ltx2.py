@@ -11,7 +11,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_ltx2 import metrics, xcom
 from airflow_provider_ltx2.api.request import build_request
-from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD, REQUEST_FIELDS
+from airflow_provider_ltx2.contract import REQUEST_FIELDS
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.links import Ltx2BatchLink, Ltx2VideoLink
@@ -415,7 +415,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
                 "Batch of %d rows: %d to generate (estimate USD %.2f), %d reused; up to %d at a time.",
                 len(table.rows),
                 found.to_generate,
-                found.to_generate * PRICE_PER_VIDEO_USD,
+                found.estimated_cost_usd,
                 len(found.reusable),
                 self.max_concurrent_jobs,
             )
