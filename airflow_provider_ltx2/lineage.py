@@ -5,9 +5,10 @@ Needs the ``openlineage`` extra (``apache-airflow-providers-openlineage``); only
 nothing of it is loaded. The OpenLineage listener prefers these methods to Airflow's hook-level lineage,
 which would otherwise report the download's temporary ``.part`` file instead of the MP4.
 
-Everything comes from the task's own XComs (its result dict, or on failure ``request_id`` and
-``request``), which hold the image's original URI and never a key or a signed URL; dataset names also
-drop any query string and user info, as OpenLineage's naming does.
+Everything comes from what the task that just ran holds (``tasks.RunFacts``: its result dict, or as far
+as it got, its request and request id), never from XCom or a connection lookup, which the listener's
+forked emitter cannot make. The request holds the image's original URI and never a key or a signed URL;
+dataset names also drop any query string and user info, as OpenLineage's naming does.
 """
 
 from __future__ import annotations
@@ -26,12 +27,10 @@ from airflow.providers.common.compat.openlineage.facet import (
 from airflow.providers.openlineage.extractors import OperatorLineage
 from attrs import define
 
-from airflow_provider_ltx2 import xcom
 from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
-from airflow_provider_ltx2.xcom import own_xcom
 
 if TYPE_CHECKING:
-    from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+    from airflow_provider_ltx2.tasks import RunFacts
 
 GENERATION_FACET = "ltx2_generation"
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -72,12 +71,12 @@ class Ltx2GenerationRunFacet(RunFacet):
     completedAt: str | None = None
 
 
-def on_complete(hook: Ltx2Hook, task_instance: Any) -> OperatorLineage:
-    """The lineage of a finished task, from its result dict (XCom ``return_value``)."""
-    result = own_xcom(task_instance, "return_value")
-    if not isinstance(result, Mapping):
+def on_complete(facts: RunFacts) -> OperatorLineage:
+    """The lineage of a finished task, from its result dict."""
+    result = facts.result
+    if result is None:
         return OperatorLineage()
-    lineage = _lineage(hook, result.get("request_id"), result.get("request"), result)
+    lineage = _lineage(facts, result)
     video = result.get("output_uri") or result.get("video_url")
     if isinstance(video, str) and video:
         namespace, name = dataset_name(video)
@@ -88,17 +87,14 @@ def on_complete(hook: Ltx2Hook, task_instance: Any) -> OperatorLineage:
     return lineage
 
 
-def on_failure(hook: Ltx2Hook, task_instance: Any, given: Any = None) -> OperatorLineage:
-    """The lineage of a failed task: the request the operator recorded in XCom (``request_id``,
-    ``request``), else what the task was given (a sensor's ``request_id``: an id or the operator's dict)."""
-    known = given if isinstance(given, Mapping) else {"request_id": given}
-    request_id = own_xcom(task_instance, xcom.REQUEST_ID) or known.get("request_id")
-    request = own_xcom(task_instance, xcom.REQUEST) or known.get("request")
-    return _lineage(hook, request_id, request, {})
+def on_failure(facts: RunFacts) -> OperatorLineage:
+    """The lineage of a failed task: the request it had validated (or was handed) and its id, if submitted."""
+    return _lineage(facts, {})
 
 
-def _lineage(hook: Ltx2Hook, request_id: Any, request: Any, result: Mapping[str, Any]) -> OperatorLineage:
+def _lineage(facts: RunFacts, result: Mapping[str, Any]) -> OperatorLineage:
     lineage: OperatorLineage = OperatorLineage()
+    request, request_id = facts.request, facts.request_id
     if isinstance(request, Mapping):
         image = request.get("image_url")
         if isinstance(image, str) and image:
@@ -111,10 +107,10 @@ def _lineage(hook: Ltx2Hook, request_id: Any, request: Any, result: Mapping[str,
             submittedAt=result.get("submitted_at"),
             completedAt=result.get("completed_at"),
         )
-    if isinstance(request_id, str) and request_id:
+    if request_id and facts.gateway_url:
         # The gateway's base URL only: the key stays in the connection.
         lineage.run_facets["externalQuery"] = ExternalQueryRunFacet(
-            externalQueryId=request_id, source=hook.gateway.base_url
+            externalQueryId=request_id, source=facts.gateway_url
         )
     return lineage
 

@@ -6,27 +6,39 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from airflow import __version__ as airflow_version
 from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom, conf
+from packaging.version import Version
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator, Context, TaskInstanceKey
+
+# Airflow 3 asks a task's links in the worker, of the task that just ran, as it ends or defers (and keeps the
+# answers for the UI); Airflow 2 asks in the webserver, which has only XCom.
+LINKS_ASKED_OF_THE_TASK = Version(airflow_version).major >= 3
 
 
 class Ltx2VideoLink(BaseOperatorLink):
     """ "LTX-2 video" button on the task: opens the generated video.
 
-    Tasks write its XCom through ``persist`` (as amazon's ``BaseAwsLink`` does), so the key lives here only.
+    On Airflow 3 the task that just ran answers (its ``generation_facts``): a task refused before paying has
+    no video, and looking up an XCom never written would log a false "XCom not found" error after its real
+    one. On Airflow 2 it reads the XCom that tasks write through ``persist`` (as amazon's ``BaseAwsLink``
+    does), so the key lives here only.
     """
 
     name = "LTX-2 video"
     key = "video_url"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        if LINKS_ASKED_OF_THE_TASK:
+            result = operator.generation_facts.result or {}  # type: ignore[attr-defined]  # Ltx2TaskMixin's
+            return str(result.get("video_url") or "")  # none for a request handed off unfinished
         return XCom.get_value(key=self.key, ti_key=ti_key) or ""
 
     @classmethod
-    def persist(cls, context: Context | dict[str, Any], video_url: str | None) -> None:
-        """Point the link at ``video_url``; None (before the video exists) makes it an empty link."""
+    def persist(cls, context: Context | dict[str, Any], video_url: str) -> None:
+        """Point the link at ``video_url`` (the video is ready)."""
         context["ti"].xcom_push(key=cls.key, value=video_url)
 
 

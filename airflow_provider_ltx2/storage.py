@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_ltx2.api.connection import TRUST_FIX, untrusted_certificate
 from airflow_provider_ltx2.api.media import image_kind
 from airflow_provider_ltx2.api.request import is_public_url
 from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
@@ -126,9 +127,17 @@ def identified_by_content(image: ImageInput, read: Callable[[str], Iterable[byte
     except Ltx2ValidationError:
         raise
     except Ltx2Error as error:
-        raise _bad_image(image.uri, f"cannot be fetched ({error})") from None
+        raise _bad_image(image.uri, _fetch_problem(error, str(error))) from None
     identity = {"url": image.uri, "sha256": digest.hexdigest(), "size": size}
     return replace(image, identity=identity, head=head, identified=True)
+
+
+def _fetch_problem(error: BaseException, detail: str) -> str:
+    """Why a public image could not be fetched; a certificate the worker does not trust says why and what fixes it."""
+    refused = untrusted_certificate(error)
+    if refused is None:
+        return f"cannot be fetched ({detail})"
+    return f"cannot be fetched: its TLS certificate was not trusted ({refused}); to trust it, {TRUST_FIX}"
 
 
 def _http_problem(status: int) -> str:
@@ -165,7 +174,7 @@ def check_image(image: ImageInput, read_head: Callable[[str, int], tuple[int, by
         try:
             status, head = read_head(image.uri, HEAD_BYTES)
         except requests.RequestException as error:
-            raise _bad_image(image.uri, f"cannot be fetched ({type(error).__name__})") from None
+            raise _bad_image(image.uri, _fetch_problem(error, type(error).__name__)) from None
         if status not in (200, 206):
             raise _bad_image(image.uri, _http_problem(status))
     if not head:

@@ -1,4 +1,4 @@
-"""OpenLineage: dataset naming, the facets built from a task's XComs, and the events of a real ``dags test`` run."""
+"""OpenLineage: dataset naming, the facets built from what a task holds, and the events of real ``dags test`` runs."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from openlineage.client.serde import Serde
 
 from airflow_provider_ltx2 import lineage
 from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
-from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
-from tests.conftest import KEY, FakeTaskInstance, example_dag_env
+from airflow_provider_ltx2.tasks import RunFacts
+from tests.conftest import KEY, example_dag_env
 from tests.test_dags import airflow
 
 GATEWAY = "https://gateway.example.com"
@@ -54,13 +54,6 @@ def test_dataset_names_follow_openlineage_naming(uri: str, namespace: str, name:
     assert lineage.dataset_name(uri) == (namespace, name)
 
 
-@pytest.fixture
-def hook(monkeypatch: pytest.MonkeyPatch) -> Ltx2Hook:
-    connection = {"conn_type": "ltx2", "host": GATEWAY, "password": KEY}
-    monkeypatch.setenv("AIRFLOW_CONN_LTX2_DEFAULT", json.dumps(connection))
-    return Ltx2Hook()
-
-
 def as_json(found: Any) -> dict[str, Any]:
     return {
         "inputs": [json.loads(Serde.to_json(dataset)) for dataset in found.inputs],
@@ -69,8 +62,13 @@ def as_json(found: Any) -> dict[str, Any]:
     }
 
 
-def test_a_finished_generation_has_the_image_in_the_mp4_out_and_the_request(hook: Ltx2Hook) -> None:
-    found = as_json(lineage.on_complete(hook, FakeTaskInstance({"return_value": RESULT})))
+def finished(result: dict[str, Any]) -> RunFacts:
+    """What a task holds once it returned ``result``."""
+    return RunFacts(result["request"], result["request_id"], GATEWAY, result)
+
+
+def test_a_finished_generation_has_the_image_in_the_mp4_out_and_the_request() -> None:
+    found = as_json(lineage.on_complete(finished(RESULT)))
 
     assert [(d["namespace"], d["name"]) for d in found["inputs"]] == [IMAGE]
     [output] = found["outputs"]
@@ -85,9 +83,8 @@ def test_a_finished_generation_has_the_image_in_the_mp4_out_and_the_request(hook
     assert KEY not in json.dumps(found) and "X-Amz-Signature" not in json.dumps(found)
 
 
-def test_without_a_download_the_output_is_the_video_url_and_a_reused_video_costs_nothing(hook: Ltx2Hook) -> None:
-    result = {**RESULT, "output_uri": None, "bytes": None, "reused": True}
-    found = as_json(lineage.on_complete(hook, FakeTaskInstance({"return_value": result})))
+def test_without_a_download_the_output_is_the_video_url_and_a_reused_video_costs_nothing() -> None:
+    found = as_json(lineage.on_complete(finished({**RESULT, "output_uri": None, "bytes": None, "reused": True})))
 
     [output] = found["outputs"]
     assert (output["namespace"], output["name"], output["outputFacets"]) == ("https://cdn.example.com", "/v/1.mp4", {})
@@ -95,34 +92,22 @@ def test_without_a_download_the_output_is_the_video_url_and_a_reused_video_costs
 
 
 @pytest.mark.parametrize(
-    ("xcom", "given", "inputs", "request_id", "price"),
+    ("facts", "inputs", "request_id", "price"),
     [
-        # the operator failed while waiting: its XComs hold the paid request
-        (
-            {"request_id": "ltx2-v-2", "request": REQUEST},
-            None,
-            [IMAGE],
-            "ltx2-v-2",
-            PRICE_PER_VIDEO_USD,
-        ),
+        # the operator failed while waiting: it had paid for its request
+        (RunFacts(REQUEST, "ltx2-v-2", GATEWAY), [IMAGE], "ltx2-v-2", PRICE_PER_VIDEO_USD),
         # it failed before submitting (e.g. the image check): nothing paid, no gateway request
-        ({"request": REQUEST}, None, [IMAGE], None, 0.0),
-        # a sensor given a bare request id: only the request is known
-        ({}, "ltx2-v-3", [], "ltx2-v-3", None),
-        # a sensor given the dict of a non-waiting operator: its request too
-        (
-            {},
-            {"request_id": "ltx2-v-4", "request": REQUEST},
-            [IMAGE],
-            "ltx2-v-4",
-            PRICE_PER_VIDEO_USD,
-        ),
+        (RunFacts(REQUEST), [IMAGE], None, 0.0),
+        # a sensor given a bare request id: only the request id is known
+        (RunFacts(None, "ltx2-v-3", GATEWAY), [], "ltx2-v-3", None),
+        # it failed before validating its request: nothing is known
+        (RunFacts(), [], None, None),
     ],
 )
 def test_a_failed_task_names_what_it_had_asked_for(
-    hook: Ltx2Hook, xcom: dict[str, Any], given: Any, inputs: list[tuple[str, str]], request_id: str | None, price: Any
+    facts: RunFacts, inputs: list[tuple[str, str]], request_id: str | None, price: Any
 ) -> None:
-    found = as_json(lineage.on_failure(hook, FakeTaskInstance(xcom), given))
+    found = as_json(lineage.on_failure(facts))
 
     assert [(d["namespace"], d["name"]) for d in found["inputs"]] == inputs
     assert found["outputs"] == []
@@ -131,8 +116,9 @@ def test_a_failed_task_names_what_it_had_asked_for(
 
 
 @pytest.mark.parametrize("kind", ["operator", "sensor", "decorator"])
-def test_openlineage_takes_each_task_types_own_lineage(hook: Ltx2Hook, kind: str) -> None:
-    """The extractor OpenLineage picks for the operator, the sensor and ``@task.ltx2_video`` calls this module."""
+def test_openlineage_takes_each_task_types_own_lineage(kind: str) -> None:
+    """The extractor OpenLineage picks for the operator, the sensor and ``@task.ltx2_video`` calls this module,
+    with what the task holds: a task instance that answers no XCom call is enough."""
     from airflow.providers.common.compat.sdk import DAG
     from airflow.providers.openlineage.extractors.base import DefaultExtractor
     from airflow.providers.openlineage.extractors.manager import ExtractorManager
@@ -149,13 +135,24 @@ def test_openlineage_takes_each_task_types_own_lineage(hook: Ltx2Hook, kind: str
         }[kind]()
     assert ExtractorManager().get_extractor_class(task) is DefaultExtractor
     extractor = DefaultExtractor(task)
+    no_xcom = NoCallsTaskInstance()
 
-    done = as_json(extractor.extract_on_complete(FakeTaskInstance({"return_value": RESULT})))
+    assert as_json(extractor.extract_on_failure(no_xcom))["run_facets"] == {}
+    task.generation_facts.request_id, task.generation_facts.gateway_url = "ltx2-v-9", GATEWAY
+    failed = as_json(extractor.extract_on_failure(no_xcom))
+    assert failed["run_facets"]["externalQuery"]["externalQueryId"] == "ltx2-v-9"
+    task.generation_facts.result = RESULT
+    done = as_json(extractor.extract_on_complete(no_xcom))
     assert [(d["namespace"], d["name"]) for d in done["outputs"]] == [("s3://videos", "2026/1.mp4")]
-    failed = as_json(extractor.extract_on_failure(FakeTaskInstance()))
-    assert failed["run_facets"].get("externalQuery", {}).get("externalQueryId") == (
-        "ltx2-v-9" if kind == "sensor" else None
-    )
+
+
+class NoCallsTaskInstance:
+    """A task instance as OpenLineage's forked emitter has it under ``dags test``: any call to it would hang."""
+
+    task_id, map_index = "generate", -1
+
+    def xcom_pull(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the lineage pulled XCom: OpenLineage's forked emitter cannot")
 
 
 @pytest.mark.dags
@@ -171,9 +168,6 @@ def test_the_complete_event_of_a_dags_test_run(simulator: SimulatorProcess, airf
         **example_dag_env(simulator, tmp_path / "videos"),
         AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps({"type": "file", "log_file_path": str(events), "append": True}),
         AIRFLOW__OPENLINEAGE__NAMESPACE="ltx2-tests",
-        # `dags test` answers a task's XCom and connection calls inside its own process, where the forked
-        # process OpenLineage emits from by default cannot reach them (a deployment's supervisor can).
-        AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD="True",
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
 
@@ -199,3 +193,33 @@ def test_the_complete_event_of_a_dags_test_run(simulator: SimulatorProcess, airf
     assert facets["ltx2_generation"]["priceUsd"] == PRICE_PER_VIDEO_USD
     assert ".part" not in text, "the download's temporary file is in an event"
     assert KEY not in text, "the key leaked into an OpenLineage event"
+
+
+@pytest.mark.dags
+def test_a_request_refused_before_paying_fails_once_with_its_lineage(
+    simulator: SimulatorProcess, airflow_home: Path, tmp_path: Path
+) -> None:
+    """Under OpenLineage's default settings the FAIL event names the image and the request, and the log holds
+    the refusal alone: no "XCom not found" error from the "LTX-2 video" link of a video never made."""
+    events = tmp_path / "openlineage.json"
+    missing = f"{simulator.base_url}/files/missing.jpg"
+    done = airflow(
+        airflow_home,
+        "dags",
+        "test",
+        "example_ltx2_single_video",
+        "--conf",
+        json.dumps({"image_url": missing}),
+        **example_dag_env(simulator, tmp_path / "videos"),
+        AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps({"type": "file", "log_file_path": str(events), "append": True}),
+    )
+    log = done.stdout + done.stderr
+    assert f"Invalid LTX-2 request field image_url={missing!r}: not found (HTTP 404)" in log, log[-5000:]
+    assert "XCom not found" not in log, log[-5000:]
+    assert simulator.stats()["submits"] == 0
+
+    emitted = [json.loads(line) for line in events.read_text().splitlines()]
+    [failed] = [e for e in emitted if e["eventType"] == "FAIL" and e["job"]["name"].endswith(".generate_video")]
+    assert [(d["namespace"], d["name"]) for d in failed["inputs"]] == [(simulator.base_url, "/files/missing.jpg")]
+    facets = failed["run"]["facets"]
+    assert facets["ltx2_generation"]["priceUsd"] == 0.0 and "externalQuery" not in facets

@@ -169,6 +169,23 @@ def test_an_untrusted_certificate_stops_the_submit_before_anything_is_paid(
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("reuse", [False, True], ids=["image-check", "image-identity"])
+def test_an_image_behind_an_untrusted_certificate_is_refused_with_the_reason_and_the_fix(
+    simulator: SimulatorProcess, tls_simulator: SimulatorProcess, tmp_path: Path, reuse: bool
+) -> None:
+    """The gateway is trusted (plain http here); the image's host is not. Before paying, the check (a ranged
+    read) or the image's identity for reuse (a whole read, with an ``output_uri``) says why and what fixes it."""
+    image = f"{tls_simulator.base_url}/files/sample.jpg"
+    output = {"output_uri": f"file://{tmp_path}/v.mp4"} if reuse else {}
+    task = Ltx2GenerateVideoOperator(task_id="generate", image_url=image, prompt="the cat turns", **output)
+    with pytest.raises(Ltx2ValidationError) as caught:
+        in_worker(task)
+    message = str(caught.value)
+    assert "certificate verify failed: unable to get local issuer certificate" in message, message
+    assert "extra `verify`" in message and "check_image=False" in message, message
+    assert simulator.stats()["submits"] == 0 and not list(tmp_path.iterdir())
+
+
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_verify_false_works_and_warns_on_every_task(
     tls_simulator: SimulatorProcess,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 
+from airflow_provider_ltx2 import links
 from airflow_provider_ltx2.exceptions import (
     Ltx2GenerationFailed,
     Ltx2InputRejected,
@@ -86,6 +87,34 @@ def test_generates_and_saves_the_video(simulator: SimulatorProcess, tmp_path: Pa
     assert ctx["task_state_store"].values == {}, "the state is cleared on success"
     assert KEY not in json.dumps(result) + json.dumps(ctx["ti"].xcom)
     assert simulator.stats()["submits"] == 1
+
+
+@pytest.mark.parametrize("asked_of_the_task", [True, False], ids=["airflow-3", "airflow-2"])
+def test_the_video_link_is_empty_until_the_video_exists(
+    simulator: SimulatorProcess, monkeypatch: pytest.MonkeyPatch, asked_of_the_task: bool
+) -> None:
+    """Airflow 3 asks the task that ran, which knows whether it made a video (an XCom lookup of one never made
+    logs an error); Airflow 2's webserver reads the XCom."""
+    ctx = context()
+
+    def get_value(*, key: str, ti_key: Any) -> Any:
+        assert not asked_of_the_task, "the link looked up an XCom"
+        return ctx["ti"].xcom.get(key)
+
+    monkeypatch.setattr(links, "LINKS_ASKED_OF_THE_TASK", asked_of_the_task)
+    monkeypatch.setattr(links.XCom, "get_value", get_value)
+    link, ti_key = links.Ltx2VideoLink(), object()
+
+    refused = operator(resolution="4k")
+    with pytest.raises(Ltx2ValidationError):
+        refused.execute(ctx)
+    assert link.get_link(refused, ti_key=ti_key) == ""
+    handed_off = operator(wait_for_completion=False)
+    handed_off.execute(ctx)
+    assert link.get_link(handed_off, ti_key=ti_key) == ""
+    made = operator()
+    result = made.execute(ctx)
+    assert link.get_link(made, ti_key=ti_key) == result["video_url"] != ""
 
 
 def test_without_waiting_returns_the_submission(simulator: SimulatorProcess) -> None:

@@ -98,12 +98,37 @@ def network_from_extra(conn_id: str, extra: Mapping[str, Any]) -> Network:
     return Network(verify=verify, cert=cert, proxies=tuple(sorted(proxies.items())))
 
 
+TRUST_FIX = "set the LTX-2 connection's extra `verify` to the CA bundle that signed it (or REQUESTS_CA_BUNDLE)"
+
+
 def tls_refusal(base_url: str, detail: str) -> str:
     """What to say when the gateway's certificate was not trusted: nothing was sent, and how to fix it."""
     return (
         f"The TLS certificate of the LTX-2 gateway {base_url} was not trusted ({detail}); nothing was sent. "
-        "Set the connection extra `verify` to the CA bundle that signed it (or REQUESTS_CA_BUNDLE)."
+        f"To trust it, {TRUST_FIX}."
     )
+
+
+def untrusted_certificate(error: BaseException) -> str | None:
+    """Why a TLS handshake refused a server's certificate, e.g. "certificate verify failed: unable to get local
+    issuer certificate"; None for any other error.
+
+    ssl's own error says it, but requests and urllib3 wrap it two levels deep (``args``, ``reason``) and the
+    wrappers' text is long and holds the URL, so the chain is walked for it.
+    """
+    import ssl
+
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {current.verify_message}"
+        linked = (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args)
+        pending.extend(item for item in linked if isinstance(item, BaseException))
+    return None
 
 
 @dataclass(frozen=True)

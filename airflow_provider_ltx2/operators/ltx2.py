@@ -158,6 +158,7 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
                 log=self.log,
                 examine_image=self.check_image,
             )
+            self.learnt(request=generation.request)
             if self.reuse_existing and self.output_uri:
                 saved = generation.reusable(self.output_uri, self.output_conn_id)
                 if saved is not None:
@@ -169,7 +170,6 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
             context["ti"].xcom_push(key=xcom.REQUEST, value=generation.request)
             if self.output_uri:  # the sidecar's: without an output there is none, and no image to read whole
                 context["ti"].xcom_push(key=xcom.FINGERPRINT, value=generation.fingerprint)
-            Ltx2VideoLink.persist(context, None)  # the extra link reads it before the video exists
             return self._submit_then_wait(context, generation, CapacityWait.for_deadline(deadline, self.poll_interval))
 
     def _reuse(self, context: Context, saved: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +185,7 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
         )
         metrics.count(metrics.REUSED_VIDEOS)
         publish(context, result, self.outlets)
+        self.learnt(result=result)
         return result
 
     def retry_submit(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -201,6 +202,7 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
                 image_url_expires_in=self.image_url_expires_in,
                 log=self.log,
             )
+            self.learnt(request=generation.request)
             return self._submit_then_wait(context, generation, read_capacity_event(event))
 
     def known_request(self, context: Context) -> dict[str, Any]:
@@ -218,14 +220,17 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
         submitted = generation.paid_job(record, capacity, self._defer_for_capacity if self.deferrable else None)
         job = submitted.job
         context["ti"].xcom_push(key=xcom.REQUEST_ID, value=job.request_id)
+        self.learnt(request_id=job.request_id)
         if not self.wait_for_completion:
             record.forget()  # handed off: a cleared task must submit anew, not reattach to this job
-            return {
+            handed_off = {
                 **job.to_dict(),
                 "status": "submitted",
                 "request": generation.request,
                 "submitted_at": submitted.submitted_at,
             }
+            self.learnt(result=handed_off)
+            return handed_off
         wait = Wait(job, deadline=capacity.deadline, poll_interval=self.poll_interval, limit=capacity.limit)
         if self.deferrable:
             self.defer_wait(wait, submitted.submitted_at)

@@ -84,9 +84,9 @@ class Ltx2VideoSensor(Ltx2TaskMixin, BaseSensorOperator):
         )
 
     def execute(self, context: Context) -> Any:
+        self.learnt(request=self.submission.get("request"), request_id=self.submission["request_id"])
         if not self.deferrable:
             return super().execute(context)
-        Ltx2VideoLink.persist(context, None)  # the extra link reads it while deferred
         self.defer_wait(self.wait, self.submission.get("submitted_at"))
 
     def poke(self, context: Context) -> PokeReturnValue:
@@ -109,6 +109,3 @@ class Ltx2VideoSensor(Ltx2TaskMixin, BaseSensorOperator):
 
     def known_request(self, context: Context) -> dict[str, Any] | None:
         return self.submission.get("request")
-
-    def lineage_request_id(self) -> Any:
-        return self.request_id
