@@ -181,6 +181,7 @@ class Deployment:
         self.component_logs = self.root / "components"
         self.output_dir = self.root / "videos"
         self.sim_state = self.root / "simulator-state.json"
+        self.lineage_events = self.root / "openlineage.jsonl"  # the OpenLineage provider's file transport
         for folder in (self.home, self.dags, self.component_logs, self.output_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.api_port = free_port()
@@ -240,6 +241,11 @@ class Deployment:
             LTX2_EXAMPLE_IMAGE_URL=f"{self.sim_url}/files/sample.jpg",
             LTX2_EXAMPLE_IMAGE_BASE_URL=f"{self.sim_url}/files/",
             LTX2_EXAMPLE_DEFERRABLE="true",
+            # OpenLineage with its default settings (it emits from a forked process), to a file the tests read
+            AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps(
+                {"type": "file", "log_file_path": str(self.lineage_events), "append": True}
+            ),
+            AIRFLOW__OPENLINEAGE__NAMESPACE="ltx2-e2e",
             PYTHONUNBUFFERED="1",
         )
         if self.broker_url:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
 from tests.e2e.deployment import (
     E2E_KEY,
     PARALLELISM,
@@ -139,6 +140,39 @@ def test_the_taskflow_and_asset_examples_succeed(e2e: Deployment) -> None:
     produced_result = json.loads(entry) if isinstance(entry, str) else entry
     assert catalogue[-1]["request_id"] == produced_result["request_id"], "the consumer saw the producer's video"
     assert submits(e2e) == 3, "two TaskFlow generations and one producer generation"
+
+
+def test_a_deferred_generation_reports_its_lineage(e2e: Deployment) -> None:
+    """OpenLineage with its default settings in a deployment: the COMPLETE event of a generation that waited
+    in the triggerer has the image in, the MP4 out and the request's facets, built in the worker that resumed."""
+    run_id = e2e.trigger(SINGLE)
+    assert_succeeded(e2e, [(SINGLE, run_id)])
+    [video] = [path for path in e2e.output_dir.rglob("*.mp4") if run_id.replace(":", "_") in path.name]
+
+    def complete_event() -> dict[str, Any] | None:
+        text = e2e.lineage_events.read_text() if e2e.lineage_events.exists() else ""
+        events = [json.loads(line) for line in text.splitlines()]
+        found = [
+            event
+            for event in events
+            if event["eventType"] == "COMPLETE" and any(out["name"] == str(video) for out in event["outputs"])
+        ]
+        return found[0] if found else None
+
+    event = wait_for("the generation's COMPLETE event", complete_event, timeout=30)
+    assert event["job"]["name"] == f"{SINGLE}.generate_video" and event["job"]["namespace"] == "ltx2-e2e"
+    assert [(d["namespace"], d["name"]) for d in event["inputs"]] == [(e2e.sim_url, "/files/sample.jpg")]
+    [output] = event["outputs"]
+    assert output["outputFacets"]["outputStatistics"]["size"] == video.stat().st_size
+    facets = event["run"]["facets"]
+    assert e2e.sim is not None
+    [job] = e2e.sim.stats()["job_times"]
+    query = facets["externalQuery"]
+    assert (query["externalQueryId"], query["source"]) == (job["request_id"], e2e.sim_url)
+    generation = facets["ltx2_generation"]
+    assert (generation["parameters"]["duration"], generation["priceUsd"]) == (6, PRICE_PER_VIDEO_USD)
+    assert E2E_KEY not in e2e.lineage_events.read_text(), "the key is in an OpenLineage event"
+    assert submits(e2e) == 1
 
 
 def assigned_triggers(e2e: Deployment, count: int, job_id: int | None = None, timeout: float = 60) -> list[dict]:
