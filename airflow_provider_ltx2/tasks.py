@@ -91,7 +91,7 @@ class Ltx2TaskMixin:
         from airflow_provider_ltx2.events import read_event
 
         with failure_reported(context):
-            request_id = event.get("request_id") if isinstance(event, dict) else None  # a failure's too
+            request_id = event.get("request_id") if isinstance(event, dict) else None  # failure events carry it too
             self.learnt(request=self.known_request(context), request_id=request_id)
             return self.finish(context, read_event(event))
 
