@@ -6,15 +6,16 @@ nothing of it is loaded. The OpenLineage listener prefers these methods to Airfl
 which would otherwise report the download's temporary ``.part`` file instead of the MP4.
 
 Everything comes from what the task that just ran holds (``tasks.RunFacts``: its result dict, or as far
-as it got, its request and request id), never from XCom or a connection lookup, which the listener's
-forked emitter cannot make. The request holds the image's original URI and never a key or a signed URL;
-dataset names also drop any query string and user info, as OpenLineage's naming does.
+as it got, its request and request id, and the gateway's base URL), never from XCom or a connection
+lookup, which the listener's forked emitter cannot make. The request holds the image's original URI and
+never a key or a signed URL; dataset names also drop any query string and user info, as OpenLineage's
+naming does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.openlineage.facet import (
@@ -28,9 +29,6 @@ from airflow.providers.openlineage.extractors import OperatorLineage
 from attrs import define
 
 from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
-
-if TYPE_CHECKING:
-    from airflow_provider_ltx2.tasks import RunFacts
 
 GENERATION_FACET = "ltx2_generation"
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -71,12 +69,11 @@ class Ltx2GenerationRunFacet(RunFacet):
     completedAt: str | None = None
 
 
-def on_complete(facts: RunFacts) -> OperatorLineage:
+def on_complete(result: Mapping[str, Any] | None, gateway_url: str | None) -> OperatorLineage:
     """The lineage of a finished task, from its result dict."""
-    result = facts.result
     if result is None:
         return OperatorLineage()
-    lineage = _lineage(facts, result)
+    lineage = _lineage(result.get("request"), result.get("request_id"), gateway_url, result)
     video = result.get("output_uri") or result.get("video_url")
     if isinstance(video, str) and video:
         namespace, name = dataset_name(video)
@@ -87,14 +84,13 @@ def on_complete(facts: RunFacts) -> OperatorLineage:
     return lineage
 
 
-def on_failure(facts: RunFacts) -> OperatorLineage:
+def on_failure(request: Mapping[str, Any] | None, request_id: str | None, gateway_url: str | None) -> OperatorLineage:
     """The lineage of a failed task: the request it had validated (or was handed) and its id, if submitted."""
-    return _lineage(facts, {})
+    return _lineage(request, request_id, gateway_url, {})
 
 
-def _lineage(facts: RunFacts, result: Mapping[str, Any]) -> OperatorLineage:
+def _lineage(request: Any, request_id: Any, gateway_url: str | None, result: Mapping[str, Any]) -> OperatorLineage:
     lineage: OperatorLineage = OperatorLineage()
-    request, request_id = facts.request, facts.request_id
     if isinstance(request, Mapping):
         image = request.get("image_url")
         if isinstance(image, str) and image:
@@ -107,11 +103,9 @@ def _lineage(facts: RunFacts, result: Mapping[str, Any]) -> OperatorLineage:
             submittedAt=result.get("submitted_at"),
             completedAt=result.get("completed_at"),
         )
-    if request_id and facts.gateway_url:
+    if isinstance(request_id, str) and request_id and gateway_url:
         # The gateway's base URL only: the key stays in the connection.
-        lineage.run_facets["externalQuery"] = ExternalQueryRunFacet(
-            externalQueryId=request_id, source=facts.gateway_url
-        )
+        lineage.run_facets["externalQuery"] = ExternalQueryRunFacet(externalQueryId=request_id, source=gateway_url)
     return lineage
 
 

@@ -126,10 +126,11 @@ class Ltx2TaskMixin:
         """OpenLineage: the image in, the MP4 out, the gateway request and the generation's facets."""
         from airflow_provider_ltx2 import lineage
 
-        return lineage.on_complete(self.generation_facts)
+        return lineage.on_complete(self.generation_facts.result, self.generation_facts.gateway_url)
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the image and the gateway request of a failed generation, as far as it got."""
         from airflow_provider_ltx2 import lineage
 
-        return lineage.on_failure(self.generation_facts)
+        facts = self.generation_facts
+        return lineage.on_failure(facts.request, facts.request_id, facts.gateway_url)

@@ -62,13 +62,8 @@ def as_json(found: Any) -> dict[str, Any]:
     }
 
 
-def finished(result: dict[str, Any]) -> RunFacts:
-    """What a task holds once it returned ``result``."""
-    return RunFacts(result["request"], result["request_id"], GATEWAY, result)
-
-
 def test_a_finished_generation_has_the_image_in_the_mp4_out_and_the_request() -> None:
-    found = as_json(lineage.on_complete(finished(RESULT)))
+    found = as_json(lineage.on_complete(RESULT, GATEWAY))
 
     assert [(d["namespace"], d["name"]) for d in found["inputs"]] == [IMAGE]
     [output] = found["outputs"]
@@ -84,7 +79,7 @@ def test_a_finished_generation_has_the_image_in_the_mp4_out_and_the_request() ->
 
 
 def test_without_a_download_the_output_is_the_video_url_and_a_reused_video_costs_nothing() -> None:
-    found = as_json(lineage.on_complete(finished({**RESULT, "output_uri": None, "bytes": None, "reused": True})))
+    found = as_json(lineage.on_complete({**RESULT, "output_uri": None, "bytes": None, "reused": True}, GATEWAY))
 
     [output] = found["outputs"]
     assert (output["namespace"], output["name"], output["outputFacets"]) == ("https://cdn.example.com", "/v/1.mp4", {})
@@ -107,7 +102,7 @@ def test_without_a_download_the_output_is_the_video_url_and_a_reused_video_costs
 def test_a_failed_task_names_what_it_had_asked_for(
     facts: RunFacts, inputs: list[tuple[str, str]], request_id: str | None, price: Any
 ) -> None:
-    found = as_json(lineage.on_failure(facts))
+    found = as_json(lineage.on_failure(facts.request, facts.request_id, facts.gateway_url))
 
     assert [(d["namespace"], d["name"]) for d in found["inputs"]] == inputs
     assert found["outputs"] == []
