@@ -192,6 +192,34 @@ def test_execute_complete_reads_every_event_kind(simulator: SimulatorProcess, tm
         op.execute_complete(context(), {"status": "cancelled", **job.to_dict()})
 
 
+def test_each_task_holds_what_its_lineage_reports(simulator: SimulatorProcess) -> None:
+    """``generation_facts``, as a task learns them: OpenLineage reads them after the task ran, not XCom."""
+    simulator.configure(outcome="fail")
+    failed = operator()
+    with pytest.raises(Ltx2GenerationFailed):
+        failed.execute(context())
+    facts = failed.generation_facts
+    assert facts.request == failed.build_request() and facts.result is None
+    assert facts.request_id and facts.gateway_url == simulator.base_url
+
+    # resumed in a new process after the trigger's failure event: the request is read back from XCom
+    resumed, ctx = operator(), context()
+    ctx["ti"].xcom_push(key="request", value=facts.request)
+    with pytest.raises(Ltx2GenerationFailed):
+        resumed.execute_complete(ctx, {"status": "failed", "request_id": facts.request_id, "message": "no"})
+    assert (resumed.generation_facts.request, resumed.generation_facts.request_id) == (facts.request, facts.request_id)
+
+    simulator.configure(outcome="succeed")
+    submission = operator(wait_for_completion=False).execute(context())
+    sensor = Ltx2VideoSensor(task_id="wait", request_id=submission["request_id"], poll_interval=0.1, timeout=20)
+    result = sensor.execute(context())
+    assert sensor.generation_facts.result == result and sensor.generation_facts.request is None
+    assert (sensor.generation_facts.request_id, sensor.generation_facts.gateway_url) == (
+        submission["request_id"],
+        simulator.base_url,
+    )
+
+
 def test_sensor_pokes_until_done_and_downloads(simulator: SimulatorProcess, tmp_path: Path) -> None:
     submission = operator(wait_for_completion=False).execute(context())
     sensor = Ltx2VideoSensor(
