@@ -8,6 +8,7 @@ short user's page, with the reference in docs/reference.md. Pure Python, no netw
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
 from urllib.parse import unquote
@@ -153,6 +154,20 @@ def test_the_user_page_links_every_docs_page() -> None:
 
 def test_the_user_page_is_at_most_300_lines() -> None:
     assert len((REPO / "README.md").read_text().splitlines()) <= 300
+
+
+def test_every_test_module_is_described() -> None:
+    """Each module under ``tests/`` and ``tests/e2e/`` is named, or matched by a pattern such as
+    ``tests/test_api_*.py``, in the test tables of docs/development.md and docs/reliability.md."""
+    tables = (REPO / "docs" / "development.md").read_text() + (REPO / "docs" / "reliability.md").read_text()
+    patterns = re.findall(r"`(tests/[\w/*.-]+\.py)`", tables)
+    modules = [*sorted((REPO / "tests").glob("test_*.py")), *sorted((REPO / "tests" / "e2e").glob("test_*.py"))]
+    undescribed = [
+        str(module.relative_to(REPO))
+        for module in modules
+        if not any(fnmatch.fnmatchcase(str(module.relative_to(REPO)), pattern) for pattern in patterns)
+    ]
+    assert undescribed == []
 
 
 @pytest.mark.parametrize(
