@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
+
+import aiohttp
 import pytest
+import requests
+import urllib3
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_ltx2.api.connection import Gateway, gateway_from_connection
+from airflow_provider_ltx2.api.connection import Gateway, gateway_from_connection, tls_refusal
 from airflow_provider_ltx2.contract import KEY_HEADER
 from airflow_provider_ltx2.exceptions import Ltx2AuthError, Ltx2ValidationError
 from airflow_provider_ltx2.get_provider_info import DEFAULT_BASE_URL
@@ -79,3 +84,28 @@ def test_gateway_redact_replaces_every_occurrence_of_the_key() -> None:
     assert redacted == f"header {KEY_HEADER}: ***; echoed ***!"
     assert gateway.redact("nothing secret") == "nothing secret"
     assert Gateway(BASE, "").redact("text") == "text"
+
+
+def refused_certificate() -> ssl.SSLCertVerificationError:
+    """ssl's error for a certificate no trusted CA signed, as the handshake raises it."""
+    error = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    error.verify_message = "unable to get local issuer certificate"
+    return error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # requests -> urllib3's MaxRetryError -> urllib3's SSLError -> ssl's error (the worker side)
+        requests.exceptions.SSLError(
+            urllib3.exceptions.MaxRetryError(None, "/v1", urllib3.exceptions.SSLError(refused_certificate()))
+        ),
+        # aiohttp's wrapper, itself an SSLCertVerificationError without the reason (the triggerer side)
+        aiohttp.ClientConnectorCertificateError(None, refused_certificate()),
+    ],
+    ids=["requests", "aiohttp"],
+)
+def test_a_refused_gateway_certificate_says_why_and_what_fixes_it(error: Exception) -> None:
+    message = tls_refusal(BASE, error)
+    assert "(certificate verify failed: unable to get local issuer certificate)" in message, message
+    assert BASE in message and "nothing was sent" in message and "extra `verify`" in message

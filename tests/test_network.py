@@ -164,6 +164,7 @@ def test_an_untrusted_certificate_stops_the_submit_before_anything_is_paid(
     message = str(caught.value)
     assert "TLS certificate" in message and tls_simulator.base_url in message, message
     assert "may have accepted" not in message and "nothing was sent" in message, message
+    assert "(certificate verify failed: unable to get local issuer certificate)" in message, message
     stats = tls_simulator.stats()
     assert (stats["submits"], stats["jobs"]) == (0, 0)
     assert not list(tmp_path.iterdir())

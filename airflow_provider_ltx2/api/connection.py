@@ -101,8 +101,9 @@ def network_from_extra(conn_id: str, extra: Mapping[str, Any]) -> Network:
 TRUST_FIX = "set the LTX-2 connection's extra `verify` to the CA bundle that signed it (or REQUESTS_CA_BUNDLE)"
 
 
-def tls_refusal(base_url: str, detail: str) -> str:
-    """What to say when the gateway's certificate was not trusted: nothing was sent, and how to fix it."""
+def tls_refusal(base_url: str, error: BaseException) -> str:
+    """What to say when the gateway's certificate was not trusted: why, that nothing was sent, and the fix."""
+    detail = untrusted_certificate(error) or f"{type(error).__name__}: {error}"
     return (
         f"The TLS certificate of the LTX-2 gateway {base_url} was not trusted ({detail}); nothing was sent. "
         f"To trust it, {TRUST_FIX}."
@@ -113,8 +114,8 @@ def untrusted_certificate(error: BaseException) -> str | None:
     """Why a TLS handshake refused a server's certificate, e.g. "certificate verify failed: unable to get local
     issuer certificate"; None for any other error.
 
-    ssl's own error says it, but requests and urllib3 wrap it two levels deep (``args``, ``reason``) and the
-    wrappers' text is long and holds the URL, so the chain is walked for it.
+    ssl's own error says it, but requests and urllib3 wrap it two levels deep (``args``, ``reason``), aiohttp
+    once (``args``), and the wrappers' text is long and holds the URL, so the chain is walked for it.
     """
     import ssl
 
@@ -124,7 +125,8 @@ def untrusted_certificate(error: BaseException) -> str | None:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
+        # aiohttp's wrapper is itself an SSLCertVerificationError, without the reason: it is in its args
+        if isinstance(current, ssl.SSLCertVerificationError) and getattr(current, "verify_message", None):
             return f"certificate verify failed: {current.verify_message}"
         linked = (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args)
         pending.extend(item for item in linked if isinstance(item, BaseException))

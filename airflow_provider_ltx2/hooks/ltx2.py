@@ -188,7 +188,7 @@ class Ltx2Hook(BaseHook):
             detail = f"{type(error).__name__}: {error}"
             untrusted = isinstance(error, requests.exceptions.SSLError)
             if untrusted:
-                detail = tls_refusal(self.gateway.base_url, detail)
+                detail = tls_refusal(self.gateway.base_url, error)
             return TransportFailure(self.gateway.redact(detail, *hidden), _never_sent(error), untrusted)
         text = self.gateway.redact(response.text, *hidden)
         return Reply(response.status_code, text, response.headers.get("Retry-After"))
@@ -367,7 +367,7 @@ class Ltx2Hook(BaseHook):
             detail = f"{type(error).__name__}: {error}"
             untrusted = isinstance(error, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError))
             if untrusted:
-                detail = tls_refusal(gateway.base_url, detail)
+                detail = tls_refusal(gateway.base_url, error)
             # A connection, TLS handshake or proxy that never opened sent nothing.
             never_sent = isinstance(error, (aiohttp.ClientConnectorError, aiohttp.ClientProxyConnectionError))
             return TransportFailure(gateway.redact(detail), never_sent, untrusted)
