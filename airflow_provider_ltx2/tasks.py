@@ -66,7 +66,7 @@ class Ltx2TaskMixin:
         facts = self.generation_facts
         if result is not None:
             facts.result = result
-            request, request_id = result.get("request") or request, result.get("request_id")
+            request, request_id = result.get("request"), result.get("request_id")
         if request is not None:
             facts.request = request
         if isinstance(request_id, str) and request_id:

@@ -144,8 +144,6 @@ def test_openlineage_takes_each_task_types_own_lineage(kind: str) -> None:
 class NoCallsTaskInstance:
     """A task instance as OpenLineage's forked emitter has it under ``dags test``: any call to it would hang."""
 
-    task_id, map_index = "generate", -1
-
     def xcom_pull(self, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the lineage pulled XCom: OpenLineage's forked emitter cannot")
 
