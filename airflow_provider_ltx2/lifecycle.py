@@ -98,13 +98,21 @@ class Generation:
     """
 
     def __init__(
-        self, hook: Ltx2Hook, request: dict[str, Any], image: ImageInput, log: Any, *, examine_image: bool = True
+        self,
+        hook: Ltx2Hook,
+        request: dict[str, Any],
+        image: ImageInput,
+        log: Any,
+        *,
+        examine_image: bool = True,
+        deadline: float | None = None,
     ) -> None:
         self.hook = hook
         self.request = request
         self.image = image
         self.log = log  # the task's log: what a user reads of its steps
         self.examine_image = examine_image  # check_image: the image is read before paying
+        self.deadline = deadline  # the task's: no read of the image lasts past it
 
     @classmethod
     def prepare(
@@ -116,14 +124,17 @@ class Generation:
         image_url_expires_in: int,
         log: Any,
         examine_image: bool = True,
+        deadline: float | None = None,
     ) -> Generation:
-        """Validate the request fields and identify an object-storage image; no gateway call, nothing paid.
+        """Validate the request fields, check that the gateway can fetch the image and identify an object-storage
+        image; no gateway call, nothing paid.
 
         Raises ``Ltx2ValidationError`` naming the field, the value and what is accepted.
         """
         request = build_request(**fields)
         image = image_input(request["image_url"], image_conn_id, image_url_expires_in)
-        return cls(hook, request, image, log, examine_image=examine_image)
+        storage.check_gateway_can_fetch(image, hook.check_fetchable)  # before any read of a public image
+        return cls(hook, request, image, log, examine_image=examine_image, deadline=deadline)
 
     @classmethod
     def resumed(
@@ -148,7 +159,7 @@ class Generation:
         it) is known by its URL alone, and the log says so.
         """
         try:
-            self.image = storage.identified_by_content(self.image, lambda url: self.hook.stream(url, "the image"))
+            self.image = storage.identified_by_content(self.image, lambda url: self.hook.read_image(url, self.deadline))
         except Ltx2ValidationError:
             if self.examine_image:
                 raise
@@ -166,7 +177,7 @@ class Generation:
 
     def check_image(self) -> None:
         """Fail before paying on a missing, empty or non-JPEG/PNG image."""
-        storage.check_image(self.image, self.hook.read_head)
+        storage.check_image(self.image, lambda url, size: self.hook.read_head(url, size, self.deadline))
 
     def submit(self) -> Submitted:
         """One paid submit; raises ``Ltx2Throttled`` when the gateway is at capacity (nothing was created)."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ltx2.api.connection import TRUST_FIX, untrusted_certificate
 from airflow_provider_ltx2.api.media import image_kind
-from airflow_provider_ltx2.api.request import is_public_url
+from airflow_provider_ltx2.api.request import is_public_url, shorten
 from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
 from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2HttpError, Ltx2ValidationError
 
@@ -73,8 +73,8 @@ class ImageInput:
             return str(_path(self.uri, self.conn_id).sign(expiration=self.expires_in))
         except NotImplementedError:
             raise Ltx2ValidationError(
-                f"Invalid LTX-2 request field image_url={self.uri!r}: the gateway cannot read it, and this store "
-                "cannot make a signed URL for it. Accepted values are a public http(s) URL, or an object-storage "
+                f"Invalid LTX-2 request field image_url={shorten(self.uri)}: the gateway cannot read it, and this "
+                "store cannot make a signed URL for it. Accepted values are a public http(s) URL, or an object-storage "
                 "URI whose store can sign URLs (s3://, gs://, ...); copy local files there first."
             ) from None
 
@@ -148,18 +148,17 @@ def _bad_image(uri: str, problem: str, skippable: bool = True) -> Ltx2Validation
     """The error for an unusable image; ``skippable`` when ``check_image=False`` would not have met it."""
     hint = " (check_image=False skips this check for images only the gateway can reach)" if skippable else ""
     return Ltx2ValidationError(
-        f"Invalid LTX-2 request field image_url={uri!r}: {problem}. Accepted values are a reachable JPEG or PNG "
-        f"image{hint}."
+        f"Invalid LTX-2 request field image_url={shorten(uri)}: {problem}. Accepted values are a reachable JPEG or "
+        f"PNG image{hint}."
     )
 
 
-def check_image(image: ImageInput, read_head: Callable[[str, int], tuple[int, bytes]]) -> None:
+def check_image(image: ImageInput, read_head: Callable[[str, int], bytes]) -> None:
     """Read the image's first bytes and fail before paying if it is missing, empty, or no JPEG or PNG.
 
-    ``read_head(url, size)`` fetches a public URL's status and first bytes (the hook's, without the key).
+    ``read_head(url, size)`` fetches a public URL's first bytes (the hook's, without the key), raising
+    ``Ltx2HttpError`` for an HTTP error.
     """
-    import requests
-
     if image.head is not None:
         head = image.head
     elif image.private:
@@ -172,15 +171,30 @@ def check_image(image: ImageInput, read_head: Callable[[str, int], tuple[int, by
             raise _bad_image(image.uri, f"cannot be read ({type(error).__name__})") from None
     else:
         try:
-            status, head = read_head(image.uri, HEAD_BYTES)
-        except requests.RequestException as error:
-            raise _bad_image(image.uri, _fetch_problem(error, type(error).__name__)) from None
-        if status not in (200, 206):
-            raise _bad_image(image.uri, _http_problem(status))
+            head = read_head(image.uri, HEAD_BYTES)
+        except Ltx2HttpError as error:
+            raise _bad_image(image.uri, _http_problem(error.status)) from None
+        except Ltx2ValidationError:
+            raise
+        except Ltx2Error as error:
+            raise _bad_image(image.uri, _fetch_problem(error, str(error))) from None
     if not head:
         raise _bad_image(image.uri, "empty")
     if image_kind(head) is None:
         raise _bad_image(image.uri, "not a JPEG or PNG (by its first bytes)")
+
+
+def check_gateway_can_fetch(image: ImageInput, check_host: Callable[[str, str], None]) -> None:
+    """Fail before paying on an image the gateway could never fetch, without reading a byte of it.
+
+    A private URI must be one its store can sign (a ``file://`` path cannot be); a public URL's host must
+    be one the gateway can reach (``check_host(url, what)``, the hook's ``check_fetchable``: no private
+    address when the gateway is public). ``check_image=False`` skips reading the image, not this.
+    """
+    if image.private:
+        image.url_for_gateway()  # signed here and dropped: only the submit's own is sent
+    else:
+        check_host(image.uri, "the image")
 
 
 def fingerprint(request: Mapping[str, Any], image: ImageInput) -> str:
@@ -308,3 +322,62 @@ def reusable(output_uri: str, conn_id: str | None, fingerprint_: str) -> dict[st
     except (OSError, ValueError):
         return None
     return saved if digest.hexdigest() == saved.get("sha256") else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Allowed image folders: the private images a table's row may have the worker sign.
+# --------------------------------------------------------------------------------------------------
+
+UNPLAIN_MARKS = ("%", "\\", "?", "#", "::")  # escapes, Windows separators, query, fragment, fsspec chains
+PLAINLY = "no '.', '..' or empty path segments, and no '%', '\\', '::', '?', '#' or whitespace"  # in the errors' words
+
+
+@dataclass(frozen=True)
+class PlainUri:
+    """An object-storage URI as written: its scheme (lower case), location (the bucket) and path segments."""
+
+    scheme: str
+    location: str
+    segments: tuple[str, ...]
+
+    def holds(self, other: PlainUri) -> bool:
+        """Whether ``other`` lies inside this folder: same store and bucket, and these segments then more."""
+        depth = len(self.segments)
+        same_bucket = (other.scheme, other.location) == (self.scheme, self.location)
+        return same_bucket and len(other.segments) > depth and other.segments[:depth] == self.segments
+
+
+def plain_uri(uri: str) -> PlainUri | None:
+    """``uri`` split as written, or None when it is not written plainly.
+
+    Stores and parsers disagree on ``.``, ``..`` and empty segments, percent-escapes, backslashes, queries,
+    fragments, fsspec's ``::`` chains and control characters (``urlsplit`` drops tabs and newlines), so a
+    URI that leaves a folder in one reading can seem inside it in another: it is refused, never normalised.
+    """
+    scheme, separator, rest = uri.partition("://")
+    if not separator or not (scheme.isascii() and scheme.isalnum()):
+        return None
+    if any(mark in uri for mark in UNPLAIN_MARKS) or any(char.isspace() or not char.isprintable() for char in uri):
+        return None
+    location, _, path = rest.partition("/")
+    segments = tuple(path.split("/")) if path else ()
+    if any(segment in ("", ".", "..") for segment in segments):
+        return None
+    return PlainUri(scheme.lower(), location, segments)
+
+
+def folder_uri(prefix: str) -> PlainUri | None:
+    """A URI prefix as the folder it names (``s3://media/images`` is ``s3://media/images/``), or None unless it
+    is written plainly and names a bucket or a folder (not a whole store such as ``file:///``)."""
+    folder = plain_uri(prefix.removesuffix("/"))
+    return folder if folder is not None and (folder.location or folder.segments) else None
+
+
+def lies_under(uri: str, prefixes: Iterable[str]) -> bool:
+    """Whether the private image ``uri`` is an object inside one of the folders ``prefixes`` name.
+
+    On a path boundary only: ``s3://media/images`` holds ``s3://media/images/a.jpg``, not
+    ``s3://media/images-private/a.jpg``. The scheme matches in any case, the bucket and path exactly.
+    """
+    image = plain_uri(uri)
+    return image is not None and any(folder is not None and folder.holds(image) for folder in map(folder_uri, prefixes))

@@ -439,3 +439,137 @@ APIM_401 = {
 def reply(status: int, body: Any = None, *, text: str | None = None, retry_after: str | None = None) -> Reply:
     """A ``Reply`` with ``body`` as JSON, or with the raw ``text`` given."""
     return Reply(status, text if text is not None else json.dumps(body), retry_after)
+
+
+# ------------------------------------------------------------------------------------------ hostile peers
+
+
+@dataclass(frozen=True)
+class Heard:
+    """One request a loopback server received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str
+
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+class LoopbackServer:
+    """A real HTTP server on loopback whose every answer a test scripts (``answer(heard)``); keeps what it heard.
+
+    ``answer`` returns ``(status, headers, body)``, or an iterable of the raw response's pieces, written as they
+    come (a host that drips).
+
+    For peers the simulator will not play: a gateway that echoes secrets, a host that redirects, drips or
+    records where a key was sent.
+    """
+
+    def __init__(self, answer: Any) -> None:
+        import http.server
+        import threading
+
+        heard = self.heard = []  # type: list[Heard]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                size = int(self.headers.get("Content-Length") or 0)
+                request = Heard(self.command, self.path, dict(self.headers), self.rfile.read(size).decode())
+                heard.append(request)
+                answered = answer(request)
+                if not isinstance(answered, tuple):  # the raw response, written piece by piece as it comes
+                    for piece in answered:
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                    return
+                status, headers, body = answered
+                self.send_response(status)
+                for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[Any]:
+    """Start ``LoopbackServer(answer)`` servers; all are stopped at the end of the test."""
+    started: list[LoopbackServer] = []
+
+    def start(answer: Any) -> LoopbackServer:
+        started.append(LoopbackServer(answer))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def escaped_json(value: Any, escaping: str) -> bytes:
+    """``value`` as JSON the way a gateway's library writes it: Go's (``\\u0026``), PHP's (``\\/``), ASCII, UTF-8."""
+    text = json.dumps(value, ensure_ascii=escaping != "utf-8")
+    if escaping == "go":
+        text = text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    if escaping == "php":
+        text = text.replace("/", "\\/")
+    return text.encode()
+
+
+ESCAPINGS = ("go", "php", "ascii", "utf-8")
+
+
+class HostileGateway:
+    """A gateway on loopback that accepts every submit and echoes what it got (the image URL as sent, the key) in
+    its replies, escaped as ``escaping`` says: in the submit's reply, and in a failed status for every poll.
+
+    ``submit_status``: 200 (accepted, with the echo in ``message``) or an error status (the echo in ``error``).
+    """
+
+    def __init__(self, start: Any, escaping: str, submit_status: int = 200) -> None:
+        self.escaping = escaping
+        self.submit_status = submit_status
+        self.server = start(self._answer)
+        self.base_url = self.server.base_url
+
+    def connection(self) -> str:
+        return json.dumps({"conn_type": "ltx2", "host": self.base_url, "password": KEY})
+
+    @property
+    def submits(self) -> list[Heard]:
+        return [heard for heard in self.server.heard if heard.path.endswith("-request")]
+
+    def sent_image_urls(self) -> list[str]:
+        return [json.loads(heard.body)["image_url"] for heard in self.submits]
+
+    def _echo(self) -> str:
+        image_url = self.sent_image_urls()[-1] if self.submits else ""
+        return f"could not fetch {image_url} with key {KEY}"
+
+    def _answer(self, heard: Heard) -> Answer:
+        json_type = {"Content-Type": "application/json"}
+        if heard.path.endswith("-request"):
+            if self.submit_status != 200:
+                body = {"error": self._echo(), "echo": json.loads(heard.body)}
+                return self.submit_status, json_type, escaped_json(body, self.escaping)
+            accepted = {"status": "IN_QUEUE", "request_id": f"hostile-{len(self.submits)}", "message": self._echo()}
+            return 200, json_type, escaped_json(accepted, self.escaping)
+        return 200, json_type, escaped_json({"status": "FAILED", "error": self._echo()}, self.escaping)

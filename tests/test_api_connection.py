@@ -79,11 +79,11 @@ def test_gateway_repr_and_str_do_not_show_the_key() -> None:
 def test_gateway_redact_replaces_every_occurrence_of_the_key() -> None:
     gateway = Gateway(BASE, SECRET)
 
-    redacted = gateway.redact(f"header {KEY_HEADER}: {SECRET}; echoed {SECRET}!")
+    redacted = gateway.redactor().text(f"header {KEY_HEADER}: {SECRET}; echoed {SECRET}!")
 
     assert redacted == f"header {KEY_HEADER}: ***; echoed ***!"
-    assert gateway.redact("nothing secret") == "nothing secret"
-    assert Gateway(BASE, "").redact("text") == "text"
+    assert gateway.redactor().text("nothing secret") == "nothing secret"
+    assert Gateway(BASE, "").redactor().text("text") == "text"
 
 
 def refused_certificate() -> ssl.SSLCertVerificationError:
@@ -109,3 +109,38 @@ def test_a_refused_gateway_certificate_says_why_and_what_fixes_it(error: Excepti
     message = tls_refusal(BASE, error)
     assert "(certificate verify failed: unable to get local issuer certificate)" in message, message
     assert BASE in message and "nothing was sent" in message and "extra `verify`" in message
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        (f"{SECRET}\nX-Injected: 1", "a line break inside"),
+        (f"{SECRET}\rX-Injected: 1", "a carriage return inside"),
+        ("clé-" + SECRET, "a non-ASCII character"),
+        (SECRET + "\x00", "a NUL"),
+    ],
+)
+def test_a_key_a_header_cannot_carry_is_refused_without_showing_it(password: str, why: str) -> None:
+    """requests printed such a key in full in InvalidHeader; aiohttp crashed the triggerer encoding it."""
+    with pytest.raises(Ltx2AuthError, match="printable ASCII") as caught:
+        gateway_from_connection("my_ltx2", None, password)
+
+    assert SECRET not in str(caught.value), why
+    assert "my_ltx2" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "https://gateway.example.com/?a=b",
+        "https://gateway.example.com/#x",
+        "https://gateway.example.com/?a=b#x",
+        "https://gateway.example.com/pre fix",
+        "https://gateway.example.com\\@evil.example",
+        "https://gateway.example.com/a\nb",
+    ],
+)
+def test_a_base_url_with_a_query_fragment_or_odd_characters_is_refused(host: str) -> None:
+    """Submits would go to ``host + path`` with the query or fragment in the way, or to another host."""
+    with pytest.raises(Ltx2ValidationError, match="without user info, query or fragment"):
+        gateway_from_connection("my_ltx2", host, SECRET)

@@ -330,6 +330,34 @@ def test_parse_submission_never_keeps_a_polling_url_off_the_gateway(polling_url:
     assert job == Job("abc", f"{BASE}/v2/requests/status/abc")
 
 
+OFF_GATEWAY = [
+    "https://evil.example/v2/requests/status/abc",
+    "http://gateway.pixazo.ai/v2/requests/status/abc",
+    "https://gateway.pixazo.ai:8443/v2/requests/status/abc",
+    "https://gateway.pixazo.ai.evil.example/v2/requests/status/abc",
+    "https://gateway.pixazo.ai@evil.example/v2/requests/status/abc",
+    "https://evil.example\\@gateway.pixazo.ai/v2/requests/status/abc",
+    "https://gateway.pixazo.ai/v2/requests/status/abc\r\nHost: evil.example",
+    "//evil.example/v2/requests/status/abc",
+    "/v2/requests/status/abc",
+]
+
+
+@pytest.mark.parametrize("polling_url", OFF_GATEWAY)
+def test_a_polling_url_handed_from_anywhere_is_polled_on_the_gateway(polling_url: str) -> None:
+    """A sensor's argument, a dict through XCom, a trigger's kwargs: not only a submit reply is checked."""
+    call = poll_call(BASE, Job("abc", polling_url))
+
+    assert call.url == f"{BASE}/v2/requests/status/abc"
+    assert urlsplit(requests.Request("GET", call.url).prepare().url).hostname == "gateway.pixazo.ai"
+
+
+def test_a_polling_url_on_the_gateway_is_polled_as_given() -> None:
+    assert poll_call(BASE, Job("abc", f"{BASE}/v2/requests/status/abc?x=1")).url == f"{BASE}/v2/requests/status/abc?x=1"
+    below = "https://gw.example/api"
+    assert poll_call(below, Job("abc", "https://gw.example/apix/status/abc")).url == f"{below}/v2/requests/status/abc"
+
+
 def test_parse_submission_quotes_the_request_id_in_a_rebuilt_polling_url() -> None:
     body = {"request_id": "a/b c?d", "polling_url": "https://evil.example/x"}
 

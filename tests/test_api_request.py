@@ -11,7 +11,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow_provider_ltx2.api.calls import auth_headers, poll_call, submit_call
 from airflow_provider_ltx2.api.jobs import Job
 from airflow_provider_ltx2.api.media import image_kind, is_mp4
-from airflow_provider_ltx2.api.request import build_request
+from airflow_provider_ltx2.api.request import build_request, shorten
 from airflow_provider_ltx2.contract import ASPECT_RATIOS, FPS_VALUES, RESOLUTIONS
 from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2ValidationError
 from tests.conftest import BASE, SECRET
@@ -203,6 +203,17 @@ def test_a_huge_bad_value_is_shortened_in_the_message() -> None:
 
     assert len(str(caught.value)) < 400
     assert "image_url='ftp://xxx" in str(caught.value)
+
+
+def test_shorten_shows_the_start_and_length_of_a_long_text_and_bounds_a_wide_or_deep_value() -> None:
+    assert shorten("spin") == "'spin'"
+    assert shorten(["a cat", 6]) == "['a cat', 6]"
+    assert shorten("x" * 10_000_000) == repr("x" * 80) + "... (10,000,000 characters)"
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert len(shorten(deep)) <= 83
+    assert len(shorten(list(range(1_000_000)))) <= 83
 
 
 @pytest.mark.parametrize("value", ["+-6", "--6", "-+6"])

@@ -28,6 +28,7 @@ from airflow_provider_ltx2.simulator.server import SAMPLE_JPG
 from airflow_provider_ltx2.triggers.ltx2 import Ltx2BatchTrigger
 from tests.conftest import (
     KEY,
+    S3_BUCKET,
     Deferrals,
     FakeStateStore,
     ImageFolder,
@@ -203,6 +204,210 @@ def test_a_dry_run_of_a_table_past_the_mapping_limit(simulator: SimulatorProcess
     assert (result["total"], result["planned"], result["estimated_cost_usd"]) == (1100, 1100, 660.0)
     assert len(json.dumps(result)) < 400, "the XCom stays small whatever the table's size"
     assert len(manifest(tmp_path)) == 1100 and simulator.stats()["submits"] == 0
+
+
+# ------------------------------------------------------------------------------------ images the worker may sign
+
+
+def table_file(folder: Path, table: list[dict[str, Any]], suffix: str) -> str:
+    """``table`` written as a ``.jsonl`` or ``.csv`` file in ``folder``; its URI."""
+    import csv
+
+    path = folder / f"table.{suffix}"
+    with path.open("w", newline="") as out:
+        if suffix == "csv":
+            writer = csv.DictWriter(out, fieldnames=["id", "image_url", "prompt"])
+            writer.writeheader()
+            writer.writerows(table)
+        else:
+            out.write("\n".join(json.dumps(row) for row in table))
+    return f"file://{path}"
+
+
+def image_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The images the batch looks up (their metadata, before any check), recorded as it does so."""
+    from airflow_provider_ltx2.batches import run as batch_run
+
+    read: list[str] = []
+    look_up = batch_run.image_input
+
+    def recording(uri: str, *args: Any) -> Any:
+        read.append(uri)
+        return look_up(uri, *args)
+
+    monkeypatch.setattr(batch_run, "image_input", recording)
+    return read
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+@pytest.mark.parametrize("mode", [{}, {"dry_run": True}, {"check_image": False}], ids=["paid", "dry run", "unchecked"])
+def test_a_table_file_cannot_have_the_worker_sign_an_object_outside_the_allowed_prefixes(
+    simulator: SimulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, mode: dict[str, Any]
+) -> None:
+    (tmp_path / "images").mkdir()
+    secret = tmp_path / "finance" / "salaries.csv"
+    secret.parent.mkdir()
+    secret.write_text("name,salary\n")
+    table = [
+        {"id": "fine", "image_url": f"{simulator.base_url}/files/{SAMPLE_JPG.name}", "prompt": "drift"},
+        {"id": "leak", "image_url": f"file://{secret}", "prompt": "drift"},
+    ]
+    read = image_reads(monkeypatch)
+    allowed = f"file://{tmp_path}/images/"
+    operator = batch(table_file(tmp_path, table, suffix), tmp_path / "out", allowed_image_prefixes=allowed, **mode)
+    with pytest.raises(Ltx2ValidationError) as caught:
+        operator.execute(task_context())
+    message = str(caught.value)
+    assert message.startswith(f"Row 'leak' (row 2): image_url='file://{secret}' is not under ")
+    assert f"allowed_image_prefixes=[{allowed!r}]" in message and "nothing was paid" in message
+    assert read == [], "refused before any image is looked up"
+    stats = simulator.stats()
+    assert (stats["submits"], stats["downloads"]) == (0, 0) and not (tmp_path / "out").exists()
+
+
+def test_a_private_bucket_object_named_by_a_table_file_is_not_signed(
+    simulator: SimulatorProcess, bucket: Any, tmp_path: Path
+) -> None:
+    """Without ``allowed_image_prefixes`` a table's data names no private image, whatever ``image_conn_id`` reads."""
+    bucket.put_object(Bucket=S3_BUCKET, Key="finance/salaries.csv", Body=b"name,salary\n")
+    leak = {"id": "leak", "image_url": f"s3://{S3_BUCKET}/finance/salaries.csv", "prompt": "drift"}
+    requests = table_file(tmp_path, [leak], "jsonl")
+    operator = batch(requests, tmp_path / "out", image_conn_id="ltx2_s3", check_image=False)
+    with pytest.raises(Ltx2ValidationError, match=r"Row 'leak' \(row 1\).* is not under allowed_image_prefixes=None"):
+        operator.execute(task_context())
+    assert simulator.stats()["submits"] == 0
+
+
+@pytest.mark.parametrize("slash", ["", "/"], ids=["a folder", "a folder with its slash"])
+def test_a_table_file_may_name_private_images_inside_the_allowed_prefixes(
+    simulator: SimulatorProcess, bucket: Any, tmp_path: Path, slash: str
+) -> None:
+    bucket.put_object(Bucket=S3_BUCKET, Key="images/boat.jpg", Body=JPEG)
+    boat = {"id": "boat", "image_url": f"s3://{S3_BUCKET}/images/boat.jpg", "prompt": "drift"}
+    requests = table_file(tmp_path, [boat], "csv")
+    folder = f"s3://{S3_BUCKET}/images{slash}"
+    for allowed in (folder, ["s3://elsewhere/images/", folder]):
+        operator = batch(requests, tmp_path / "out", image_conn_id="ltx2_s3", allowed_image_prefixes=allowed, dry_run=1)
+        assert operator.execute(task_context())["planned"] == 1
+    assert simulator.stats()["submits"] == 0
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://media/images-private/a.jpg",
+        "s3://media/images/../salaries.csv",
+        "s3://media/images/./a.jpg",
+        "s3://media/images/%2e%2e/salaries.csv",
+        "s3://media/images/%2E%2E/salaries.csv",
+        "s3://media/images%2Fa.jpg",
+        "s3://media/images/a%2fb.jpg",
+        "s3://media/images/a.jpg\\..\\..\\salaries.csv",
+        "s3://media/images/a.jpg?versionId=1",
+        "s3://media/images/a.jpg#b",
+        "s3://media/images//a.jpg",
+        "s3://media/images/.\n./salaries.csv",
+        "s3://media/images/a.jpg::s3://other-bucket/salaries.csv",
+        "s3://media/images",
+        "s3://media/images/",
+        "s3://Media/images/a.jpg",
+        "s3://media/Images/a.jpg",
+        "s3://media:443/images/a.jpg",
+        "s3a://media/images/a.jpg",
+        "s3://other-bucket/images/a.jpg",
+    ],
+)
+def test_an_image_lies_under_a_prefix_only_plainly_inside_its_folder(uri: str) -> None:
+    from airflow_provider_ltx2.storage import lies_under
+
+    assert not lies_under(uri, ["s3://media/images"])
+    assert not lies_under(uri, ["s3://media/images/"])
+
+
+@pytest.mark.parametrize(
+    ("uri", "prefix"),
+    [
+        ("s3://media/images/a.jpg", "s3://media/images"),
+        ("s3://media/images/a.jpg", "s3://media/images/"),
+        ("S3://media/images/2026/a.jpg", "s3://media/images/"),
+        ("s3://media/a.jpg", "s3://media"),
+        ("file:///data/images/a.jpg", "file:///data/images/"),
+    ],
+)
+def test_an_image_plainly_inside_a_prefix_lies_under_it(uri: str, prefix: str) -> None:
+    from airflow_provider_ltx2.storage import lies_under
+
+    assert lies_under(uri, ["gs://elsewhere/", prefix])
+
+
+@pytest.mark.parametrize(
+    "allowed",
+    [
+        "images/",
+        "https://cdn.example.com/images/",
+        "s3://media/images/../",
+        "s3://media/%2e%2e/",
+        "s3://",
+        "file:///",
+        ["s3://media/images/", 5],
+        {"s3://media/images/"},
+    ],
+)
+def test_allowed_image_prefixes_are_checked_when_the_dag_is_parsed(tmp_path: Path, allowed: Any) -> None:
+    with pytest.raises(Ltx2ValidationError) as caught:
+        batch([], tmp_path, allowed_image_prefixes=allowed)
+    assert str(caught.value).startswith(f"allowed_image_prefixes={allowed!r}: accepted values are None, or an ")
+
+
+def test_a_templated_prefix_is_checked_once_rendered(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    operator = batch(rows(simulator, 1), tmp_path, allowed_image_prefixes="{{ params.images }}")
+    operator.render_template_fields({"params": {"images": "images/"}})
+    with pytest.raises(Ltx2ValidationError, match="allowed_image_prefixes='images/': accepted values are None, or "):
+        operator.execute(task_context())
+    assert simulator.stats()["submits"] == 0
+
+
+def test_only_image_uris_written_in_the_dag_file_are_the_authors(
+    simulator: SimulatorProcess, bucket: Any, tmp_path: Path
+) -> None:
+    """A literal list's private image needs no prefix; one that a template brings in (params, conf, XCom) does."""
+    image = f"s3://{S3_BUCKET}/images/boat.jpg"
+    bucket.put_object(Bucket=S3_BUCKET, Key="images/boat.jpg", Body=JPEG)
+    settings = {"image_conn_id": "ltx2_s3", "dry_run": True}
+    written = [{"id": "boat", "image_url": image, "prompt": "drift"}]
+    assert batch(written, tmp_path / "out", **settings).execute(task_context())["planned"] == 1
+
+    templated = [{"id": "boat", "image_url": "{{ params.image }}", "prompt": "drift"}]
+    operator = batch(templated, tmp_path / "out", **settings)
+    operator.render_template_fields({"params": {"image": image}})
+    with pytest.raises(Ltx2ValidationError, match=r"Row 'boat' \(row 1\).* is not under allowed_image_prefixes=None"):
+        operator.execute(task_context())
+    assert simulator.stats()["submits"] == 0
+
+
+@pytest.mark.parametrize("given", ["an XComArg", "a mapped task"])
+def test_rows_resolved_from_xcom_are_data(simulator: SimulatorProcess, tmp_path: Path, given: str) -> None:
+    """A list that reaches the task from XCom, as a whole or mapped, is not the DAG file's: its images need a prefix."""
+    import pendulum
+    from airflow.providers.common.compat.sdk import DAG, BaseOperator
+
+    image = tmp_path / "boat.jpg"
+    image.write_bytes(JPEG)
+    table = [{"id": "boat", "image_url": f"file://{image}", "prompt": "drift"}]
+    output = {"output_prefix": f"file://{tmp_path}/out", "dry_run": True}
+    with DAG(dag_id="rows_from_xcom", schedule=None, start_date=pendulum.datetime(2026, 1, 1)):
+        upstream = BaseOperator(task_id="read_rows")
+        if given == "an XComArg":
+            operator = Ltx2GenerateVideoBatchOperator(task_id="generate_batch", requests=upstream.output, **output)
+            operator.requests = table  # as rendering resolves the XComArg
+        else:
+            mapped = Ltx2GenerateVideoBatchOperator.partial(task_id="generate_batch", **output).expand(
+                requests=upstream.output
+            )
+            operator = mapped.unmap({"requests": table})  # as the worker makes the mapped instance
+    with pytest.raises(Ltx2ValidationError, match=r"Row 'boat' \(row 1\).* is not under allowed_image_prefixes=None"):
+        operator.execute(task_context())
+    assert simulator.stats()["submits"] == 0
 
 
 # ------------------------------------------------------------------------------------ failures and reruns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,87 @@ def test_a_table_past_the_mapping_limit_is_one_table() -> None:
     checked = table(rows)
     assert len(checked.rows) == 1100 and checked.rows[-1].output_uri.endswith("/row-1099.mp4")
     assert checked.digest == table(rows).digest != table(rows[:-1]).digest
+
+
+def written(tmp_path: Path, name: str, text: str) -> str:
+    """The URI of a table file holding ``text``."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return f"file://{path}"
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "cells", "width"),
+    [
+        ("id,image_url,prompt", f"b,{IMAGE},zoom, slowly", 4, 3),
+        ("id,image_url,prompt,duration", f"b,{IMAGE},zoom", 3, 4),
+    ],
+    ids=["an unquoted comma cuts the prompt", "a missing cell"],
+)
+def test_a_csv_row_wider_or_narrower_than_its_header_is_refused(
+    tmp_path: Path, header: str, row: str, cells: int, width: int
+) -> None:
+    message = refusal(written(tmp_path, "table.csv", f"{header}\na,{IMAGE},spin{',' * (width - 3)}\n\n{row}\n"))
+    assert "row 2 (line 4)" in message and f"{cells} cells where the header has {width}" in message, message
+    assert "comma inside needs quoting" in message
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_blank_lines_of_a_csv_are_skipped(tmp_path: Path, newline: str) -> None:
+    lines = ["", "id,image_url,prompt", "", f"a,{IMAGE},spin", "", "", f"b,{IMAGE},zoom", "", ""]
+    checked = check_table(read_table(written(tmp_path, "table.csv", newline.join(lines)), None), {}, PREFIX)
+    assert [(row.number, row.id) for row in checked.rows] == [(1, "a"), (2, "b")]
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path: Path) -> None:
+    message = refusal(written(tmp_path, "table.csv", f"prompt,image_url,prompt\nspin,{IMAGE},zoom\n"))
+    assert "the header names the column 'prompt' 2 times" in message and "once" in message, message
+
+
+def test_a_csv_cell_over_the_limit_is_refused_as_such(tmp_path: Path) -> None:
+    limit = csv.field_size_limit()
+    uri = written(tmp_path, "table.csv", f"id,image_url,prompt\na,{IMAGE},spin\nb,{IMAGE},{'x' * (limit + 1)}\n")
+    message = refusal(uri)
+    assert "row 2 (line 3)" in message and f"at most {limit:,} characters" in message, message
+    assert "UTF-8" not in message and len(message) < 400
+    assert csv.field_size_limit() == limit
+
+
+HUGE = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("requests", "prefix"),
+    [
+        ([{"id": "x" * HUGE, "image_url": IMAGE, "prompt": "spin"}], PREFIX),
+        ([{"id": "ok", "f" * HUGE: 1, "image_url": IMAGE, "prompt": "spin"}], PREFIX),
+        ([{"id": "ok", "image_url": "ftp://" + "x" * HUGE, "prompt": "spin"}], PREFIX),
+        ([{"id": "ok", "image_url": IMAGE, "prompt": " " * HUGE}], PREFIX),
+        ("s3://bucket/" + "x" * HUGE + ".parquet", PREFIX),
+        ([{"id": "ok", "image_url": IMAGE, "prompt": "spin"}], "x" * HUGE),
+    ],
+    ids=["id", "field name", "image_url", "prompt", "requests", "output_prefix"],
+)
+def test_a_huge_bad_value_is_echoed_shortened_with_its_length(requests: Any, prefix: str) -> None:
+    with pytest.raises(Ltx2ValidationError) as caught:
+        check_table(read_table(requests, None), {}, prefix)
+    message = str(caught.value)
+    assert len(message) < 500 and " characters)" in message, message[:1000]
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["[" * 100_000 + "]" * 100_000, '{"image_url": "x", "prompt": ' + "[" * 100_000 + "]" * 100_000 + "}"],
+    ids=["a list", "a field"],
+)
+def test_a_jsonl_line_nested_too_deeply_is_refused_naming_it(tmp_path: Path, line: str) -> None:
+    uri = written(tmp_path, "table.jsonl", json.dumps({"image_url": IMAGE, "prompt": "x"}) + f"\n{line}\n")
+    message = refusal(uri)
+    assert "line 2: the JSON is nested too deeply" in message and len(message) < 400, message[:1000]
+
+
+@pytest.mark.parametrize("line", ["[1, 2]", "42", '"spin"', "null", "true"])
+def test_a_jsonl_line_that_is_not_an_object_is_refused_naming_it(tmp_path: Path, line: str) -> None:
+    uri = written(tmp_path, "table.jsonl", json.dumps({"image_url": IMAGE, "prompt": "x"}) + f"\n{line}\n")
+    message = refusal(uri)
+    assert f"line 2: {json.loads(line)!r} is not a JSON object" in message, message

@@ -133,6 +133,12 @@ with DAG(dag_id={dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1,
         ("bytes=0-1,5-6", None),  # several ranges: the whole file instead
         ("bytes=abc", None),
         ("bytes=-", None),
+        ("bytes=0-1, 5-6", None),
+        ("bytes=-5-10", None),  # a negative position
+        ("bytes=\u0663-", None),  # an Arabic-Indic 3: not a DIGIT
+        (f"bytes=0-{'9' * 4301}", ByteRange(0, 999, 1000)),  # past any file's end: to this one's
+        (f"bytes=-{'9' * 4301}", ByteRange(0, 999, 1000)),  # longer than the file: all of it
+        (f"bytes={'0' * 40}100-{'0' * 40}199", ByteRange(100, 199, 1000)),
     ],
 )
 def test_byte_range(header: str | None, expected: ByteRange | None) -> None:
@@ -140,11 +146,17 @@ def test_byte_range(header: str | None, expected: ByteRange | None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("header", "size"), [("bytes=1000-", 1000), ("bytes=5-4", 1000), ("bytes=-0", 1000), ("bytes=0-", 0)]
+    ("header", "size"),
+    [("bytes=1000-", 1000), ("bytes=5-4", 1000), ("bytes=-0", 1000), ("bytes=0-", 0), (f"bytes={'9' * 4301}-", 1000)],
 )
 def test_unsatisfiable_byte_range(header: str, size: int) -> None:
     with pytest.raises(RangeNotSatisfiable):
         byte_range(header, size)
+
+
+def test_suffix_of_an_empty_file_is_ignored() -> None:
+    """It is satisfiable (RFC 9110) but selects no byte, which no Content-Range can say: the file is sent."""
+    assert byte_range("bytes=-5", 0) is None
 
 
 def test_importing_the_plugin_builds_no_app() -> None:
@@ -560,6 +572,7 @@ def test_stream_serves_the_file_and_its_byte_ranges(client: Any, runs: Runs, rou
         ("bytes=0-", 0, size - 1),
         ("bytes=-50", size - 50, size - 1),
         (f"bytes={size - 10}-{size + 100}", size - 10, size - 1),
+        (f"bytes=0-{'9' * 4301}", 0, size - 1),
     ):
         part = client.get(url, headers={**login(), "Range": header})
         assert part.status_code == 206, header
@@ -567,10 +580,14 @@ def test_stream_serves_the_file_and_its_byte_ranges(client: Any, runs: Runs, rou
         assert part.content == content[first : last + 1]
         assert int(part.headers["content-length"]) == last - first + 1
 
-    for header in (f"bytes={size}-", "bytes=50-10"):
+    for header in (f"bytes={size}-", "bytes=50-10", "bytes=-0", f"bytes={'9' * 4301}-"):
         refused = client.get(url, headers={**login(), "Range": header})
         assert refused.status_code == 416, header
         assert refused.headers["content-range"] == f"bytes */{size}"
+
+    for header in ("bytes=0-1,5-6", "bytes=x-", f"bytes={'-' * 4301}"):  # not one byte range: ignored
+        ignored = client.get(url, headers={**login(), "Range": header})
+        assert ignored.status_code == 200 and ignored.content == content, header
 
 
 @pytest.mark.dags
@@ -587,15 +604,28 @@ def test_forged_output_uri_is_not_served(client: Any, runs: Runs) -> None:
 
 
 @pytest.mark.dags
-def test_forged_result_without_rendered_fields_serves_only_an_mp4(client: Any, runs: Runs, pending_run: str) -> None:
-    """A run whose rendered fields are gone (Airflow keeps a task's last 30) still never serves a non-video."""
+def test_video_without_rendered_fields_is_not_served(client: Any, runs: Runs, pending_run: str) -> None:
+    """Airflow keeps a task's last 30 rendered fields: without its rendered output_uri, no file is served,
+    whatever its XCom names (here the MP4 of another run, then another file); the pages play the gateway's URL."""
     result = read_xcom(SENSOR, runs.run_ids[SENSOR], "wait", -1)
+    content = video_file(result).read_bytes()
     set_state(pending_run, "wait", "success")
     url = f"{run_url(runs, SENSOR, pending_run)}/tasks/wait/video.mp4"
-    with xcom_replaced(SENSOR, pending_run, "wait", -1, {**result, "output_uri": "file:///etc/passwd"}):
-        assert client.get(url, headers=login()).status_code == 403
-    with xcom_replaced(SENSOR, pending_run, "wait", -1, result):
-        assert client.get(url, headers=login()).status_code == 200
+    player = f'<video controls preload="metadata" src="{result["video_url"]}">'
+    for forged in (result, {**result, "output_uri": "file:///etc/passwd"}):
+        with xcom_replaced(SENSOR, pending_run, "wait", -1, forged):
+            stream = client.get(url, headers={**login(), "Range": "bytes=0-"})
+            tab = client.get(tab_url(runs, SENSOR, "wait", run_id=pending_run), headers=login()).text
+            gallery = client.get(f"{run_url(runs, SENSOR, pending_run)}/videos", headers=login()).text
+        assert stream.status_code == 403 and content[:64] not in stream.content, forged
+        assert "Airflow no longer keeps the rendered output_uri of wait: its files are not served" in tab
+        assert player in tab and player in gallery
+        assert "video.mp4" not in tab and "video.mp4" not in gallery
+    with xcom_replaced(SENSOR, pending_run, "wait", -1, {**result, "video_url": None}):  # nothing else to play
+        tab = client.get(tab_url(runs, SENSOR, "wait", run_id=pending_run), headers=login()).text
+        gallery = client.get(f"{run_url(runs, SENSOR, pending_run)}/videos", headers=login()).text
+    refused = '<p class="status" data-status="refused">Airflow no longer keeps the rendered output_uri of wait'
+    assert refused in tab and refused in gallery and "<video" not in tab + gallery
 
 
 @pytest.mark.dags

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from airflow_provider_ltx2.api.jobs import Job, polling_url_on_gateway
 from airflow_provider_ltx2.contract import KEY_HEADER, RESULT_PATH, SUBMIT_PATH
-
-if TYPE_CHECKING:
-    from airflow_provider_ltx2.api.jobs import Job
 
 
 def auth_headers(key: str) -> dict[str, str]:
@@ -29,7 +27,9 @@ def submit_call(base_url: str, body: dict[str, Any]) -> Call:
 
 
 def poll_call(base_url: str, job: Job) -> Call:
-    """The universal status GET when the submit reply gave a polling URL, else the legacy result POST."""
-    if job.polling_url:
-        return Call("GET", job.polling_url, None)
+    """The universal status GET when the submit reply gave a polling URL (kept on the gateway), else the legacy
+    result POST."""
+    polling_url = polling_url_on_gateway(job, base_url)
+    if polling_url:
+        return Call("GET", polling_url, None)
     return Call("POST", base_url.rstrip("/") + RESULT_PATH, {"request_id": job.request_id})

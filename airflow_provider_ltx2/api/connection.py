@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow_provider_ltx2.api.redaction import Redactor
 from airflow_provider_ltx2.exceptions import Ltx2AuthError, Ltx2ValidationError
 from airflow_provider_ltx2.get_provider_info import DEFAULT_BASE_URL
 
@@ -52,6 +54,22 @@ class Network:
         if urllib.request.proxy_bypass(parts.hostname or ""):
             return None
         return urllib.request.getproxies().get(parts.scheme)
+
+
+def first_private_address(addresses: Iterable[str]) -> str | None:
+    """The first address a public service could not reach (loopback, private, link-local, metadata, reserved,
+    an IPv4 address mapped into IPv6 included), or None when all are public."""
+    import ipaddress
+
+    for text in addresses:
+        try:
+            address = ipaddress.ip_address(text.split("%", 1)[0])  # an IPv6 zone (fe80::1%eth0) is no address
+        except ValueError:
+            return text
+        mapped = getattr(address, "ipv4_mapped", None)
+        if not (mapped or address).is_global:
+            return text
+    return None
 
 
 def network_from_extra(conn_id: str, extra: Mapping[str, Any]) -> Network:
@@ -141,12 +159,13 @@ class Gateway:
     key: str = field(repr=False)
     network: Network = field(default_factory=Network, compare=False)
 
-    def redact(self, text: str, *hidden: str) -> str:
-        """``text`` with the key (and any ``hidden`` credential) replaced, for anything the gateway echoed."""
-        for secret in (self.key, *hidden):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+    @cached_property
+    def _key_redactor(self) -> Redactor:
+        return Redactor((self.key,))
+
+    def redactor(self, *hidden: str) -> Redactor:
+        """What hides the key (and any ``hidden`` credential, a signed URL) in what the gateway echoed."""
+        return Redactor((self.key, *hidden)) if hidden else self._key_redactor
 
 
 def gateway_from_connection(
@@ -158,15 +177,29 @@ def gateway_from_connection(
             f"Connection {conn_id!r} has no subscription key: put the key in its password field "
             "('Subscription key' in the UI)."
         )
+    key = password.strip()
+    if not (key.isascii() and key.isprintable()):
+        # requests prints a header value it refuses (a line break) in full, and aiohttp fails to encode a
+        # non-Latin-1 one in the middle of a trigger: refuse it here, without showing it.
+        raise Ltx2AuthError(
+            f"Connection {conn_id!r} has a subscription key with a character an HTTP header cannot carry (a line "
+            "break, a control or a non-ASCII character): accepted values are printable ASCII. Copy the key again."
+        )
     base_url = (host or DEFAULT_BASE_URL).strip()
     if "://" not in base_url:
         base_url = f"https://{base_url}"
     parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+    plain = base_url.isascii() and base_url.isprintable() and not any(char in base_url for char in " \\")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or "?" in base_url
+        or "#" in base_url
+        or not plain
+    ):
         raise Ltx2ValidationError(
             f"Connection {conn_id!r} has host={host!r}: accepted values are an http(s) base URL such as "
-            f"{DEFAULT_BASE_URL!r}."
+            f"{DEFAULT_BASE_URL!r}, without user info, query or fragment."
         )
-    return Gateway(
-        base_url=base_url.rstrip("/"), key=password.strip(), network=network_from_extra(conn_id, extra or {})
-    )
+    return Gateway(base_url=base_url.rstrip("/"), key=key, network=network_from_extra(conn_id, extra or {}))

@@ -34,15 +34,37 @@ class Job:
 
 
 def on_gateway(url: str, base_url: str) -> bool:
-    """Whether ``url`` is plainly under ``base_url``; anything clever (user info, backslashes) is not."""
-    return url.startswith(base_url.rstrip("/") + "/") and not any(char in url for char in "@\\\r\n\t ")
+    """Whether ``url`` is plainly under ``base_url``: the same scheme, host and port, below its path.
+
+    Anything clever (user info, backslashes, control characters, a different port spelling) is not.
+    """
+    if not url.isascii() or not url.isprintable() or any(char in url for char in "@\\ "):
+        return False
+    base, found = urlsplit(base_url.rstrip("/")), urlsplit(url)
+    return (
+        found.scheme.lower() == base.scheme.lower()
+        and found.netloc.lower() == base.netloc.lower()
+        and found.path.startswith(base.path + "/")
+    )
+
+
+def polling_url_on_gateway(job: Job, base_url: str) -> str | None:
+    """Where to poll ``job``: its polling URL when it is on the gateway, else the gateway's own status URL.
+
+    The key is sent with every poll, so it goes to the gateway only, wherever the URL came from: a submit
+    reply, a sensor's argument, a dict handed through XCom, a trigger's kwargs. None: the legacy result call.
+    """
+    if not job.polling_url:
+        return None
+    if on_gateway(job.polling_url, base_url):
+        return job.polling_url
+    return base_url.rstrip("/") + STATUS_PATH.format(request_id=quote(job.request_id, safe=""))
 
 
 def parse_submission(reply: Reply, base_url: str) -> Job:
     """Turn the submit reply into a ``Job``; either protocol of the gateway is accepted.
 
-    A ``polling_url`` that is not under the configured gateway's base URL is ignored (the key is sent with
-    every poll and must not travel anywhere else); the status path is rebuilt on the gateway instead.
+    A ``polling_url`` that is not on the gateway is replaced by the gateway's own (``polling_url_on_gateway``).
     """
     if reply.status not in (200, 201, 202):
         if reply.status >= 500 and reply.status not in NO_JOB_CREATED:
@@ -55,14 +77,11 @@ def parse_submission(reply: Reply, base_url: str) -> Job:
     if not isinstance(request_id, str) or not request_id:
         raise Ltx2SubmitUnconfirmed(
             f"LTX-2 gateway answered HTTP {reply.status} to the submit but sent no readable request_id: "
-            f"{reply.text[:300]!r}. {UNCONFIRMED}"
+            f"{reply.excerpt()}. {UNCONFIRMED}"
         )
     polling_url = body.get("polling_url")
-    if isinstance(polling_url, str) and polling_url:
-        if not on_gateway(polling_url, base_url):
-            polling_url = base_url.rstrip("/") + STATUS_PATH.format(request_id=quote(request_id, safe=""))
-        return Job(request_id, polling_url)
-    return Job(request_id)
+    job = Job(request_id, polling_url if isinstance(polling_url, str) and polling_url else None)
+    return Job(request_id, polling_url_on_gateway(job, base_url))
 
 
 class JobState(str, Enum):
@@ -147,7 +166,7 @@ def parse_status(reply: Reply) -> JobStatus:
     if reply.status >= 300:
         raise error_for_reply(reply, "the status poll")
     if not isinstance(body, dict):
-        raise Ltx2TransientError(f"LTX-2 gateway sent a status reply that is not JSON: {reply.text[:200]!r}")
+        raise Ltx2TransientError(f"LTX-2 gateway sent a status reply that is not JSON: {reply.excerpt(200)}")
     raw = body.get("status")
     state = normalise_state(raw)
     if state is JobState.QUEUED or state is JobState.RUNNING:
@@ -167,7 +186,7 @@ def parse_status(reply: Reply) -> JobStatus:
         )
     if state is JobState.SUCCEEDED and not video_url:
         raise Ltx2GenerationFailed(
-            f"LTX-2 gateway reported the generation as {raw or 'done'} but sent no video URL: {reply.text[:300]!r}"
+            f"LTX-2 gateway reported the generation as {raw or 'done'} but sent no video URL: {reply.excerpt()}"
         )
     return JobStatus(state, raw_status=raw, video_url=video_url)
 

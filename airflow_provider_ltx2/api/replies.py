@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from airflow_provider_ltx2.api.redaction import hide_signed_urls
 from airflow_provider_ltx2.exceptions import (
     Ltx2AuthError,
     Ltx2Error,
@@ -36,13 +37,17 @@ class Reply:
     def __post_init__(self) -> None:
         try:
             body = json.loads(self.text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a body nested deeper than Python decodes
             body = None
         object.__setattr__(self, "body", body)
 
     def json(self) -> Any:
         """The decoded body, or None when it is not JSON (an HTML error page, a truncated body)."""
         return self.body
+
+    def excerpt(self, size: int = 300) -> str:
+        """The start of the body for a message, with any signed URL's signature hidden."""
+        return repr(hide_signed_urls(self.text)[:size])
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,8 @@ class TransportFailure:
 
 
 def gateway_message(reply: Reply) -> str:
-    """The gateway's own words about an error, whatever shape it used ({error}, {message}, {detail})."""
+    """The gateway's own words about an error, whatever shape it used ({error}, {message}, {detail}); any signed
+    URL it echoed is hidden (the key and the caller's own signed URL were hidden as the reply arrived)."""
     body = reply.json()
     if isinstance(body, dict) and isinstance(body.get("error"), dict):  # Lightricks' {"error": {"type", "message"}}
         body = {**body, **body["error"], "error": body["error"].get("type")}
@@ -67,8 +73,8 @@ def gateway_message(reply: Reply) -> str:
             if value and str(value) not in parts:
                 parts.append(value if isinstance(value, str) else json.dumps(value))
         if parts:
-            return ": ".join(parts)
-    text = " ".join(reply.text.split())
+            return hide_signed_urls(": ".join(parts))
+    text = " ".join(hide_signed_urls(reply.text).split())
     return text[:300] if text else "(empty body)"
 
 

@@ -7,6 +7,7 @@ the field, the value and what is accepted.
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,11 +46,23 @@ def build_request(
     return body
 
 
+SHOWN_CHARACTERS = 80
+
+
+def shorten(value: Any) -> str:
+    """``value`` as an error message echoes it: its repr, cut to about 80 characters.
+
+    A value from a table, XCom or ``dag_run.conf`` may be megabytes long or nested thousands deep: a long
+    text shows its start and its length, a container its first items and levels (``reprlib``).
+    """
+    if isinstance(value, str) and len(value) > SHOWN_CHARACTERS:
+        return f"{value[:SHOWN_CHARACTERS]!r}... ({len(value):,} characters)"
+    shown = repr(value) if isinstance(value, str) else reprlib.repr(value)
+    return shown if len(shown) <= SHOWN_CHARACTERS else shown[:SHOWN_CHARACTERS] + "..."
+
+
 def _invalid(field: str, value: Any, accepted: str) -> Ltx2ValidationError:
-    shown = repr(value)
-    if len(shown) > 200:
-        shown = shown[:200] + "...'"
-    return Ltx2ValidationError(f"Invalid LTX-2 request field {field}={shown}: accepted values are {accepted}.")
+    return Ltx2ValidationError(f"Invalid LTX-2 request field {field}={shorten(value)}: accepted values are {accepted}.")
 
 
 # Object stores whose URIs ``image_url`` may name (the task signs a URL for the gateway; see storage.py).

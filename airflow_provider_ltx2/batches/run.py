@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ltx2 import metrics, storage
+from airflow_provider_ltx2.api.request import is_public_url
 from airflow_provider_ltx2.batches.manifest import (
     FAILED,
     GENERATED,
@@ -121,6 +122,24 @@ def check_budget(table: Table, found: Survey, max_cost_usd: float | None) -> Non
             f"This batch would cost USD {found.estimated_cost_usd:.2f} ({found.to_generate} rows to generate at USD "
             f"{PRICE_PER_VIDEO_USD:.2f}, {len(found.reusable)} reused of {len(table.rows)}), more than "
             f"max_cost_usd={max_cost_usd:g}; nothing was paid. Raise max_cost_usd, or split the table."
+        )
+
+
+def check_private_images(table: Table, authored: frozenset[str], allowed_image_prefixes: tuple[str, ...]) -> None:
+    """Refuse, before any image is read or paid for, a row whose private image the DAG author did not allow.
+
+    The worker signs a private image for the gateway with ``image_conn_id``, which may read far more than
+    images: a row may name one only under ``allowed_image_prefixes``, unless the DAG file names it (``authored``).
+    """
+    for row in table.rows:
+        uri = row.request["image_url"]
+        if is_public_url(uri) or uri in authored or storage.lies_under(uri, allowed_image_prefixes):
+            continue
+        raise Ltx2ValidationError(
+            f"Row {row.id!r} (row {row.number}): image_url={uri!r} is not under allowed_image_prefixes="
+            f"{list(allowed_image_prefixes) or None!r}: a private image named by a table's data (a file, an XComArg "
+            f"or a template) must lie in one of those folders, written plainly ({storage.PLAINLY}); nothing was "
+            "paid. Add its folder to allowed_image_prefixes, or move the image into an allowed folder."
         )
 
 

@@ -12,13 +12,14 @@ import csv
 import hashlib
 import io
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_ltx2.api.request import build_request
+from airflow_provider_ltx2.api.request import build_request, shorten
 from airflow_provider_ltx2.batches.manifest import MANIFEST_NAME, is_row_id, manifest_uri, video_uri
 from airflow_provider_ltx2.contract import REQUEST_FIELDS
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
@@ -71,46 +72,103 @@ def read_table(requests: Any, conn_id: str | None) -> Iterator[Mapping[str, Any]
         return
     if isinstance(requests, Mapping) or not isinstance(requests, Iterable):
         raise Ltx2ValidationError(
-            f"requests={_short(requests)}: accepted values are a list of dicts, or the URI of a .jsonl or .csv file."
+            f"requests={shorten(requests)}: accepted values are a list of dicts, or the URI of a .jsonl or .csv file."
         )
     for number, row in enumerate(requests, 1):
         if not isinstance(row, Mapping):
-            raise Ltx2ValidationError(f"Row {number} of requests is {_short(row)}: accepted values are dicts.")
+            raise Ltx2ValidationError(f"Row {number} of requests is {shorten(row)}: accepted values are dicts.")
         yield row
 
 
 def _read_file(uri: str, conn_id: str | None) -> Iterator[Mapping[str, Any]]:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
+    source = f"requests={shorten(uri)}"
     suffix = next((suffix for suffix in TABLE_SUFFIXES if uri.lower().endswith(suffix)), None)
     if suffix is None:
         raise Ltx2ValidationError(
-            f"requests={uri!r}: accepted values are a list of dicts, or the URI of a .jsonl or .csv file."
+            f"{source}: accepted values are a list of dicts, or the URI of a .jsonl or .csv file."
         )
     try:
         with ObjectStoragePath(uri, conn_id=conn_id).open("rb") as binary:
             text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
             if suffix == ".csv":
-                for record in csv.DictReader(text):
-                    # An empty cell means "not set": the operator's default applies.
-                    yield {name: value for name, value in record.items() if name and value not in ("", None)}
+                yield from _csv_rows(source, text)
                 return
             for number, line in enumerate(text, 1):
                 if line.strip():
-                    yield _json_row(uri, number, line)
+                    yield _json_row(source, number, line)
     except FileNotFoundError:
-        raise Ltx2ValidationError(f"requests={uri!r}: the file does not exist.") from None
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise Ltx2ValidationError(f"requests={uri!r}: not a UTF-8 {suffix} file ({error}).") from None
+        raise Ltx2ValidationError(f"{source}: the file does not exist.") from None
+    except UnicodeDecodeError as error:
+        raise Ltx2ValidationError(f"{source}: not a UTF-8 {suffix} file ({error}).") from None
 
 
-def _json_row(uri: str, number: int, line: str) -> Mapping[str, Any]:
+def _csv_rows(source: str, text: Iterable[str]) -> Iterator[Mapping[str, Any]]:
+    """The CSV's rows by its header, refusing what ``csv.DictReader`` lets through.
+
+    DictReader keeps a repeated column's last cell, files a row's extra cells under ``None`` and fills its
+    missing ones with ``None``: an unquoted comma would cut a prompt short and the rest would still be paid.
+    """
+    reader = csv.reader(text)
+    header: list[str] | None = None
+    number = 0  # data rows read so far, numbered as check_table numbers them
+    try:
+        for cells in reader:
+            if not cells:
+                continue  # a blank line
+            if header is None:
+                header = _check_header(source, cells)
+                continue
+            number += 1
+            if len(cells) != len(header):
+                raise Ltx2ValidationError(
+                    f"{source}, row {number} (line {reader.line_num}): {len(cells)} cells where the header has "
+                    f"{len(header)}; accepted rows have one cell per column (an empty cell leaves a field unset, "
+                    'and a value with a comma inside needs quoting, as in "zoom, slowly").'
+                )
+            # An empty cell means "not set": the operator's default applies.
+            yield {name: value for name, value in zip(header, cells, strict=True) if name and value}
+    except csv.Error as error:
+        place = "the header" if header is None else f"row {number + 1}"
+        raise Ltx2ValidationError(f"{source}, {place} (line {reader.line_num}): {_csv_problem(error)}.") from None
+
+
+def _check_header(source: str, header: list[str]) -> list[str]:
+    """The header, unless it names a column twice: which of the two cells would count is a guess."""
+    repeated = [(name, count) for name, count in Counter(name for name in header if name).items() if count > 1]
+    if repeated:
+        name, count = repeated[0]
+        raise Ltx2ValidationError(
+            f"{source}: the header names the column {shorten(name)} {count} times; accepted headers name each "
+            "column once."
+        )
+    return header
+
+
+def _csv_problem(error: csv.Error) -> str:
+    """What the csv module refused, in words. Its cell size limit is process-wide: reported here, never raised."""
+    if "field limit" in str(error):
+        limit = csv.field_size_limit()  # without an argument it is only read
+        return f"a cell is larger than the limit: accepted CSV cells hold at most {limit:,} characters"
+    return f"not CSV ({error})"
+
+
+def _json_row(source: str, number: int, line: str) -> Mapping[str, Any]:
     try:
         row = json.loads(line)
+    except RecursionError:
+        raise Ltx2ValidationError(
+            f"{source}, line {number}: the JSON is nested too deeply; accepted lines are one JSON object of "
+            "request fields each."
+        ) from None
     except ValueError as error:
-        raise Ltx2ValidationError(f"requests={uri!r}, line {number}: not JSON ({error}).") from None
+        raise Ltx2ValidationError(f"{source}, line {number}: not JSON ({error}).") from None
     if not isinstance(row, dict):
-        raise Ltx2ValidationError(f"requests={uri!r}, line {number}: {_short(row)} is not a JSON object.")
+        raise Ltx2ValidationError(
+            f"{source}, line {number}: {shorten(row)} is not a JSON object; accepted lines are one JSON object "
+            "of request fields each."
+        )
     return row
 
 
@@ -140,7 +198,7 @@ def check_output_prefix(output_prefix: Any) -> str:
     parts = urlsplit(output_prefix) if isinstance(output_prefix, str) else None
     if parts is None or "://" not in output_prefix or not (parts.netloc or parts.path.strip("/")):
         raise Ltx2ValidationError(
-            f"output_prefix={output_prefix!r}: accepted values are a folder URI such as file:///data/videos or "
+            f"output_prefix={shorten(output_prefix)}: accepted values are a folder URI such as file:///data/videos or "
             "s3://bucket/videos."
         )
     return output_prefix.rstrip("/")
@@ -148,11 +206,11 @@ def check_output_prefix(output_prefix: Any) -> str:
 
 def _check_row(number: int, raw: Mapping[str, Any], defaults: Mapping[str, Any], prefix: str) -> Row:
     given = raw.get("id")
-    label = f"Row {number}" if given in (None, "") else f"Row {given!r} (row {number})"
+    label = f"Row {number}" if given in (None, "") else f"Row {shorten(given)} (row {number})"
     unknown = sorted(str(name) for name in raw if name not in ROW_FIELDS)
     if unknown:
         raise Ltx2ValidationError(
-            f"{label}: unknown field {unknown[0]!r}; accepted fields are {', '.join(ROW_FIELDS)}."
+            f"{label}: unknown field {shorten(unknown[0])}; accepted fields are {', '.join(ROW_FIELDS)}."
         )
     fields = {name: raw[name] if raw.get(name) not in (None, "") else defaults.get(name) for name in REQUEST_FIELDS}
     try:
@@ -170,12 +228,7 @@ def _row_id(label: str, given: Any, request: Mapping[str, Any]) -> str:
         given = str(given)
     if not is_row_id(given):
         raise Ltx2ValidationError(
-            f"{label}: invalid id={_short(given)}; accepted values are 1 to 128 letters, digits, '-', '_' or '.' "
+            f"{label}: invalid id={shorten(given)}; accepted values are 1 to 128 letters, digits, '-', '_' or '.' "
             "(it names the row's video file)."
         )
     return given
-
-
-def _short(value: Any) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= 200 else shown[:200] + "..."

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import queue
+import socket
 import ssl
+import threading
 import time
 import uuid
 import weakref
@@ -20,15 +23,23 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_ltx2.api.calls import Call, auth_headers, poll_call, submit_call
-from airflow_provider_ltx2.api.connection import Gateway, gateway_from_connection, tls_refusal
+from airflow_provider_ltx2.api.connection import Gateway, first_private_address, gateway_from_connection, tls_refusal
 from airflow_provider_ltx2.api.jobs import Job, JobStatus, parse_status, parse_submission
+from airflow_provider_ltx2.api.redaction import hide_signed_urls
 from airflow_provider_ltx2.api.replies import Reply, TransportFailure, error_for_reply, gateway_message
 from airflow_provider_ltx2.api.retries import Attempts, RetryPolicy
-from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2HttpError, Ltx2TransientError
+from airflow_provider_ltx2.exceptions import (
+    Ltx2Error,
+    Ltx2HttpError,
+    Ltx2Timeout,
+    Ltx2TransientError,
+    Ltx2ValidationError,
+)
 from airflow_provider_ltx2.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 
 if TYPE_CHECKING:
@@ -40,6 +51,9 @@ MAX_CONNECTIONS_PER_LOOP = 100
 READ_TIMEOUT = 60.0
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 KEY_CHECK_SECONDS = 30.0
+IMAGE_READ_SECONDS = 120.0  # a whole image read, at most (a 50 MiB image at ~4 Mbit/s)
+VIDEO_READ_SECONDS = 1800.0  # a whole video download, at most
+MAX_REDIRECTS = 5
 GATEWAY_CACHE_SECONDS = 30.0
 
 
@@ -172,9 +186,13 @@ class Ltx2Hook(BaseHook):
         return {"verify": self._session.verify, "proxies": self._session.proxies}
 
     def _send(self, call: Call, hidden: tuple[str, ...] = ()) -> Reply | TransportFailure:
-        """One HTTP exchange; the key and the ``hidden`` values (a signed image URL) never leave in a reply."""
+        """One HTTP exchange; the key and the ``hidden`` values (a signed image URL) never leave in a reply.
+
+        Redirects are not followed: requests would carry the key's header to wherever one points.
+        """
         import requests
 
+        redactor = self.gateway.redactor(*hidden)
         try:
             response = self._session.request(
                 call.method,
@@ -182,6 +200,7 @@ class Ltx2Hook(BaseHook):
                 json=call.json_body,
                 headers=auth_headers(self.gateway.key),
                 timeout=(CONNECT_TIMEOUT, self.read_timeout),
+                allow_redirects=False,
                 **self._session_settings,
             )
         except (requests.ConnectionError, requests.Timeout) as error:
@@ -189,9 +208,8 @@ class Ltx2Hook(BaseHook):
             untrusted = isinstance(error, requests.exceptions.SSLError)
             if untrusted:
                 detail = tls_refusal(self.gateway.base_url, error)
-            return TransportFailure(self.gateway.redact(detail, *hidden), _never_sent(error), untrusted)
-        text = self.gateway.redact(response.text, *hidden)
-        return Reply(response.status_code, text, response.headers.get("Retry-After"))
+            return TransportFailure(redactor.text(detail), _never_sent(error), untrusted)
+        return Reply(response.status_code, redactor.reply_text(response.text), response.headers.get("Retry-After"))
 
     def _call(
         self,
@@ -238,39 +256,151 @@ class Ltx2Hook(BaseHook):
         answer = f"HTTP {reply.status} {gateway_message(reply)}"
         return False, f"{self.gateway.base_url} does not answer like the LTX-2 gateway: {answer}"
 
-    def read_head(self, url: str, size: int) -> tuple[int, bytes]:
-        """The HTTP status and first ``size`` bytes of a public URL (an image), fetched without the key."""
-        headers = {"Range": f"bytes=0-{size - 1}"}
-        timeout = (CONNECT_TIMEOUT, self.read_timeout)
-        with self._session.get(url, headers=headers, stream=True, timeout=timeout, **self._session_settings) as got:
-            return got.status_code, got.raw.read(size, decode_content=True) if got.status_code in (200, 206) else b""
+    # ---------------------------------------------------------------------------------- other hosts
 
-    def stream(self, url: str, what: str = "the LTX-2 video") -> Iterator[bytes]:
+    @cached_property
+    def gateway_is_private(self) -> bool:
+        """Whether the gateway itself is on a private address (the simulator on loopback, a gateway in the same
+        network): then images and videos on private addresses are ones it can fetch too."""
+        host = urlsplit(self.gateway.base_url).hostname or ""
+        return first_private_address(_addresses(host)) is not None
+
+    def check_fetchable(self, url: str, what: str) -> None:
+        """Refuse, before any byte is read, a URL the gateway could not fetch: one whose host resolves to a
+        private address while the gateway is public.
+
+        Such a URL can only be a mistake or a probe of the worker's network (a loopback service, a cloud's
+        metadata address); sent to the gateway it could only fail, after paying. A host this worker cannot
+        resolve is left to the request (a proxy may resolve it). The request resolves the name again: a DNS
+        answer that changes in between is not caught here.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Ltx2ValidationError(f"{what.capitalize()} {hide_signed_urls(url)!r} is not an http(s) URL.")
+        if self.gateway_is_private:
+            return
+        private = first_private_address(_addresses(parts.hostname))
+        if private is not None:
+            raise Ltx2ValidationError(
+                f"{what.capitalize()} {hide_signed_urls(url)!r} is on a private address ({parts.hostname} resolves "
+                f"to {private}): the LTX-2 gateway {self.gateway.base_url} cannot fetch it, and this worker does not "
+                "read it. Accepted values are URLs on public hosts."
+            )
+
+    def read_head(self, url: str, size: int, deadline: float | None = None) -> bytes:
+        """The first ``size`` bytes of a public URL (an image), fetched without the key, before ``deadline``.
+
+        Raises ``Ltx2HttpError`` for an answer other than 200 or 206, ``Ltx2ValidationError`` for a URL on a
+        private address, ``Ltx2Timeout`` past the deadline (or ``IMAGE_READ_SECONDS``).
+        """
+        head = b""
+        for chunk in self._fetch(
+            url, "the image", _until(deadline, IMAGE_READ_SECONDS), {"Range": f"bytes=0-{size - 1}"}, size
+        ):
+            head += chunk
+            if len(head) >= size:
+                break
+        return head[:size]
+
+    def read_image(self, url: str, deadline: float | None = None) -> Iterator[bytes]:
+        """A public image's body, chunk by chunk, as ``stream`` reads it, within ``IMAGE_READ_SECONDS``."""
+        return self._fetch(url, "the image", _until(deadline, IMAGE_READ_SECONDS))
+
+    def stream(self, url: str, what: str = "the LTX-2 video", deadline: float | None = None) -> Iterator[bytes]:
         """The body of a public URL (the finished video, a public image), chunk by chunk, fetched without the key.
 
         Raises ``Ltx2HttpError`` for an answer other than 200, ``Ltx2Error`` for a body shorter than its
-        ``Content-Length``, ``Ltx2TransientError`` for a transfer that broke (with its reason). Where the bytes
-        go is the caller's business (``delivery.save_video`` writes them to object storage); stopping early
-        closes the connection.
+        ``Content-Length``, ``Ltx2TransientError`` for a transfer that broke (with its reason), ``Ltx2Timeout``
+        when the whole read takes past ``deadline`` (or ``VIDEO_READ_SECONDS``), ``Ltx2ValidationError`` for a
+        URL (or a redirect) to a private address. Where the bytes go is the caller's business
+        (``delivery.save_video`` writes them to object storage); stopping early closes the connection.
         """
+        return self._fetch(url, what, _until(deadline, VIDEO_READ_SECONDS))
+
+    def _fetch(
+        self,
+        url: str,
+        what: str,
+        until: float,
+        headers: dict[str, str] | None = None,
+        chunk_size: int = DOWNLOAD_CHUNK_BYTES,
+    ) -> Iterator[bytes]:
+        """``_fetch_chunks`` run in a thread of its own, so that the task's thread keeps its deadline.
+
+        requests bounds each socket read, not a whole transfer: a host sending a byte every few seconds
+        (headers included) would hold the task for hours, deaf to its deadline. The task's thread waits on a
+        queue instead, with a timeout, where a signal (SIGTERM, ``execution_timeout``) also reaches it. A read
+        given up on is left to end in its daemon thread, which takes nothing more from it.
+        """
+        chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
+        stop = threading.Event()
+
+        def pump() -> None:
+            try:
+                for chunk in self._fetch_chunks(url, what, headers or {}, chunk_size):
+                    while not stop.is_set():
+                        try:
+                            chunks.put(chunk, timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                chunks.put(None)
+            except BaseException as error:  # handed to the task's thread, which raises it
+                chunks.put(error)
+
+        started = time.time()
+        threading.Thread(target=pump, name=f"ltx2-read-{what}", daemon=True).start()
+        try:
+            while True:
+                try:
+                    item = chunks.get(timeout=max(0.0, until - time.time()))
+                except queue.Empty:
+                    raise Ltx2Timeout(
+                        f"Reading {what} {hide_signed_urls(url)} did not end within {until - started:.0f}s (the "
+                        "task's deadline or the read limit): the host sends too slowly, or not at all."
+                    ) from None
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+    def _fetch_chunks(self, url: str, what: str, headers: dict[str, str], chunk_size: int) -> Iterator[bytes]:
+        """The body of ``url``, following redirects itself so each hop is checked (``check_fetchable``)."""
         import requests
 
         timeout = (CONNECT_TIMEOUT, self.read_timeout)
         try:
-            with self._session.get(url, stream=True, timeout=timeout, **self._session_settings) as response:
-                if response.status_code != 200:
-                    raise Ltx2HttpError(
-                        f"Downloading {what} {url} failed: HTTP {response.status_code}", status=response.status_code
-                    )
-                size = 0
-                for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
-                    size += len(chunk)
-                    yield chunk
-                expected = response.headers.get("Content-Length")
-                if expected is not None and int(expected) != size:
-                    raise Ltx2Error(f"The download of {what} stopped after {size} of {expected} bytes.")
+            for _ in range(MAX_REDIRECTS + 1):
+                self.check_fetchable(url, what)
+                with self._session.get(
+                    url, headers=headers, stream=True, timeout=timeout, allow_redirects=False, **self._session_settings
+                ) as response:
+                    if response.is_redirect:
+                        url = urljoin(url, response.headers["Location"])
+                        continue
+                    if response.status_code not in ((200, 206) if "Range" in headers else (200,)):
+                        raise Ltx2HttpError(
+                            f"Downloading {what} {hide_signed_urls(url)} failed: HTTP {response.status_code}",
+                            status=response.status_code,
+                        )
+                    size = 0
+                    for chunk in response.iter_content(chunk_size):
+                        size += len(chunk)
+                        yield chunk
+                    expected = response.headers.get("Content-Length")
+                    if "Range" not in headers and expected is not None and int(expected) != size:
+                        raise Ltx2Error(f"The download of {what} stopped after {size} of {expected} bytes.")
+                    return
         except requests.RequestException as error:
-            raise Ltx2TransientError(f"Downloading {what} {url} failed: {error}") from error
+            raise Ltx2TransientError(
+                f"Downloading {what} {hide_signed_urls(url)} failed: {hide_signed_urls(str(error))}"
+            ) from error
+        raise Ltx2Error(f"Downloading {what} {hide_signed_urls(url)} failed: more than {MAX_REDIRECTS} redirects.")
 
     # ---------------------------------------------------------------------------------- async side
 
@@ -359,10 +489,12 @@ class Ltx2Hook(BaseHook):
                 headers=client.headers,
                 timeout=client.timeout,
                 ssl=route.tls,
-                proxy=route.proxy,  # calls go to the gateway's host only (polling URLs are checked to be on it)
+                proxy=route.proxy,  # calls go to the gateway's host only (polling URLs are kept on it)
+                allow_redirects=False,  # aiohttp would carry the key's header to wherever a redirect points
             ) as response:
                 text = await response.text(errors="replace")
-                return Reply(response.status, gateway.redact(text), response.headers.get("Retry-After"))
+                redacted = gateway.redactor().reply_text(text)
+                return Reply(response.status, redacted, response.headers.get("Retry-After"))
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             detail = f"{type(error).__name__}: {error}"
             untrusted = isinstance(error, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError))
@@ -370,7 +502,7 @@ class Ltx2Hook(BaseHook):
                 detail = tls_refusal(gateway.base_url, error)
             # A connection, TLS handshake or proxy that never opened sent nothing.
             never_sent = isinstance(error, (aiohttp.ClientConnectorError, aiohttp.ClientProxyConnectionError))
-            return TransportFailure(gateway.redact(detail), never_sent, untrusted)
+            return TransportFailure(gateway.redactor().text(detail), never_sent, untrusted)
 
     async def _acall(self, call: Call, *, action: str, paid: bool = False, deadline: float | None = None) -> Reply:
         """The async twin of ``_call``: the same ``Attempts`` decide every retry."""
@@ -412,6 +544,20 @@ def _drop_failed_lookup(
         entry = cache.get(conn_id)
         if entry is not None and entry[1] is lookup:
             del cache[conn_id]
+
+
+def _until(deadline: float | None, most: float) -> float:
+    """When a read must have ended: the task's deadline, and never later than ``most`` seconds from now."""
+    bound = time.time() + most
+    return bound if deadline is None else min(deadline, bound)
+
+
+def _addresses(host: str) -> list[str]:
+    """The addresses ``host`` resolves to here; none when it does not resolve (a proxy may)."""
+    try:
+        return [str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)]
+    except (OSError, UnicodeError):
+        return []
 
 
 def _never_sent(error: Exception) -> bool:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-from airflow.providers.common.compat.sdk import BaseOperator, conf
+from airflow.providers.common.compat.sdk import BaseOperator, XComArg, conf
 
 from airflow_provider_ltx2 import metrics, xcom
-from airflow_provider_ltx2.api.request import build_request
+from airflow_provider_ltx2.api.request import build_request, is_public_url
 from airflow_provider_ltx2.contract import REQUEST_FIELDS
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.links import Ltx2BatchLink, Ltx2VideoLink
-from airflow_provider_ltx2.storage import DEFAULT_IMAGE_URL_EXPIRES_IN
+from airflow_provider_ltx2.storage import DEFAULT_IMAGE_URL_EXPIRES_IN, PLAINLY, folder_uri
 from airflow_provider_ltx2.tasks import Ltx2TaskMixin
 from airflow_provider_ltx2.waits import (
     DEFAULT_POLL_INTERVAL,
@@ -157,6 +157,7 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
                 image_url_expires_in=self.image_url_expires_in,
                 log=self.log,
                 examine_image=self.check_image,
+                deadline=deadline.at,
             )
             self.learnt(request=generation.request)
             if self.reuse_existing and self.output_uri:
@@ -285,6 +286,10 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
     :param max_failed_items: failed rows allowed before the task fails (at the end; everything made is kept).
     :param dry_run: validate, look up reuse, price, write the manifest of the plan; pay nothing.
     :param timeout: seconds for the whole batch from the try's start (default 24 h).
+    :param allowed_image_prefixes: the folders (URI prefixes such as ``s3://bucket/images/``: one, or a list) that
+        a private image named by a table read from a file or an XComArg must lie in (templated); None allows
+        none. The worker signs such an image with ``image_conn_id``, which may read far more than images. Rows
+        written in the DAG file are the author's: their image URIs written without Jinja need no prefix.
     The other arguments are as on ``Ltx2GenerateVideoOperator``.
     """
 
@@ -300,6 +305,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         "fps",
         "generate_audio",
         "max_cost_usd",
+        "allowed_image_prefixes",
     )
     operator_extra_links = (Ltx2BatchLink(),)
     ui_color = "#e9d5ff"
@@ -328,6 +334,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         check_image: bool = True,
         reuse_existing: bool = True,
         image_url_expires_in: int = DEFAULT_IMAGE_URL_EXPIRES_IN,
+        allowed_image_prefixes: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -335,6 +342,13 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         check_batch_arguments(max_concurrent_jobs, max_failed_items)
         if not isinstance(max_cost_usd, str):  # a template is checked once rendered
             budget(max_cost_usd)
+        if not any(map(templated, listed(allowed_image_prefixes))):  # a template is checked once rendered
+            image_prefixes(allowed_image_prefixes)
+        self.allowed_image_prefixes = allowed_image_prefixes
+        # A mapped instance is made at run time with arguments resolved from XCom: data, not the DAG file's.
+        mapped = self.has_dag() and self.dag.task_dict.get(self.task_id) is not self
+        # Decided on the value as written: rendering can bring in params, dag_run.conf or XCom, which are data.
+        self.authored_images = frozenset() if mapped else authored_images(requests)
         self.requests = requests
         self.output_prefix = output_prefix
         self.output_conn_id = output_conn_id
@@ -363,10 +377,14 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         return Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id)
 
     def _table(self) -> Table:
+        """The table's rows, checked (every one of its private images allowed) before anything is read or paid."""
+        from airflow_provider_ltx2.batches.run import check_private_images
         from airflow_provider_ltx2.batches.table import check_table, read_table
 
         defaults = {name: getattr(self, name) for name in REQUEST_FIELDS if name not in ("image_url", "prompt")}
-        return check_table(read_table(self.requests, self.requests_conn_id), defaults, self.output_prefix)
+        table = check_table(read_table(self.requests, self.requests_conn_id), defaults, self.output_prefix)
+        check_private_images(table, self.authored_images, image_prefixes(self.allowed_image_prefixes))
+        return table
 
     def _settings(self) -> BatchSettings:
         from airflow_provider_ltx2.batches.run import BatchSettings
@@ -531,3 +549,47 @@ def budget(max_cost_usd: Any) -> float | None:
     if amount is None or (isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount >= 0):
         return None if amount is None else float(amount)
     raise Ltx2ValidationError(f"max_cost_usd={max_cost_usd!r}: accepted values are None or an amount in USD >= 0.")
+
+
+JINJA_MARKERS = ("{{", "{%", "{#")
+
+
+def templated(value: Any) -> bool:
+    """Whether rendering may change ``value``: text with Jinja in it, or an XComArg."""
+    return isinstance(value, XComArg) or (isinstance(value, str) and any(marker in value for marker in JINJA_MARKERS))
+
+
+def written_out(value: Any) -> TypeGuard[str]:
+    """Whether ``value`` is text that rendering leaves as written."""
+    return isinstance(value, str) and not templated(value)
+
+
+def listed(allowed_image_prefixes: Any) -> list[Any]:
+    """The prefixes given: None is none, a list or tuple its items, anything else one."""
+    if allowed_image_prefixes is None:
+        return []
+    if isinstance(allowed_image_prefixes, (list, tuple)):
+        return list(allowed_image_prefixes)
+    return [allowed_image_prefixes]
+
+
+def image_prefixes(allowed_image_prefixes: Any) -> tuple[str, ...]:
+    """``allowed_image_prefixes`` (as rendered) as object-storage folder URIs written plainly."""
+    prefixes = listed(allowed_image_prefixes)
+    if all(isinstance(prefix, str) and not is_public_url(prefix) and folder_uri(prefix) for prefix in prefixes):
+        return tuple(prefixes)
+    raise Ltx2ValidationError(
+        f"allowed_image_prefixes={allowed_image_prefixes!r}: accepted values are None, or an object-storage folder "
+        f"URI such as s3://bucket/images/ (or a list of them) naming a bucket or a folder, written plainly ({PLAINLY})."
+    )
+
+
+def authored_images(requests: Any) -> frozenset[str]:
+    """The image URIs that a list of rows written in the DAG file names as text without Jinja: the author's own.
+
+    A table read from a file or an XComArg is data (a vendor's CSV, an upstream task's output): none.
+    """
+    if not isinstance(requests, (list, tuple)):
+        return frozenset()
+    images = (row.get("image_url") for row in requests if isinstance(row, Mapping))
+    return frozenset(image.strip() for image in images if written_out(image))  # as build_request keeps it

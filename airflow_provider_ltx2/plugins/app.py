@@ -6,10 +6,11 @@ Built by ``plugins.ltx2`` on the first request, so only in the api-server. Every
 task instances (401 without a login, 403 without access to the DAG); rows are read with the api-server's
 DB session, the tasks from the run's serialized DAG.
 
-The stream serves only what the task itself wrote: the ``output_uri`` of the task's result dict, checked
-against the ``output_uri`` the task rendered (XCom can be edited through the REST API; rendered fields
-cannot), and only if the file is an MP4. A batch task's stream serves only ``{output_prefix}/{id}.mp4`` of
-the ``output_prefix`` it rendered, for a row its manifest lists with a video, again only if it is an MP4.
+The stream serves only what the task itself wrote: the ``output_uri`` of the task's result dict, when it is
+the ``output_uri`` the task rendered (XCom can be edited through the REST API; rendered fields cannot), and
+only if the file is an MP4. A batch task's stream serves only ``{output_prefix}/{id}.mp4`` of the
+``output_prefix`` it rendered, for a row its manifest lists with a video, again only if it is an MP4. Once
+Airflow no longer keeps a task's rendered fields, nothing of it is served; its pages play the gateway's URL.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from airflow_provider_ltx2.plugins.pages import (
     batch_page,
     finished_result,
     gallery_page,
+    is_http_url,
     task_page,
 )
 from airflow_provider_ltx2.plugins.ranges import RangeNotSatisfiable, byte_range
@@ -109,12 +111,6 @@ class FoundTask:
     @property
     def batch(self) -> bool:
         return is_batch_task(self.task)
-
-    @property
-    def output_prefix(self) -> str | None:
-        """The batch's folder as the task rendered it; None once Airflow no longer keeps its rendered fields."""
-        value = self.rendered.get("output_prefix")
-        return value if isinstance(value, str) and value else None
 
     @property
     def operator(self) -> str:
@@ -186,6 +182,20 @@ def read_slots(
     ]
 
 
+def read_rendered(
+    session: Session, dag_id: str, run_id: str, task_ids: list[str], map_index: int | None = None
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """The rendered fields of the task instances of ``task_ids`` in the run (one map index, or all), by task id
+    and map index; Airflow keeps them for a task's last runs only ([core] max_num_rendered_ti_fields_per_task)."""
+    fields = RenderedTaskInstanceFields
+    query = select(fields.task_id, fields.map_index, fields.rendered_fields).where(
+        fields.dag_id == dag_id, fields.run_id == run_id, fields.task_id.in_(task_ids)
+    )
+    if map_index is not None:
+        query = query.where(fields.map_index == map_index)
+    return {(task_id, index): values for task_id, index, values in session.execute(query) if isinstance(values, dict)}
+
+
 def find_task(session: Session, dag_bag: Any, dag_id: str, run_id: str, task_id: str, map_index: int) -> FoundTask:
     """The task instance, or 404 for an unknown run, a task not in the run's DAG, or a map index it lacks."""
     dag_run = find_run(session, dag_id, run_id)
@@ -197,15 +207,8 @@ def find_task(session: Session, dag_bag: Any, dag_id: str, run_id: str, task_id:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"Run {run_id!r} has no task instance {task_id!r} with map index {map_index}"
         )
-    rendered = session.scalar(
-        select(RenderedTaskInstanceFields.rendered_fields).where(
-            RenderedTaskInstanceFields.dag_id == dag_id,
-            RenderedTaskInstanceFields.run_id == run_id,
-            RenderedTaskInstanceFields.task_id == task_id,
-            RenderedTaskInstanceFields.map_index == map_index,
-        )
-    )
-    return FoundTask(task=task, slot=slots[0], rendered=rendered if isinstance(rendered, dict) else {})
+    rendered = read_rendered(session, dag_id, run_id, [task_id], map_index).get((task_id, map_index), {})
+    return FoundTask(task=task, slot=slots[0], rendered=rendered)
 
 
 def stream_path(slot: TaskSlot) -> str:
@@ -218,13 +221,20 @@ def row_stream_path(slot: TaskSlot, row_id: str) -> str:
     return f"tasks/{quote(slot.task_id, safe='')}/batch/{quote(row_id, safe='')}.mp4?map_index={slot.map_index}"
 
 
-def video_of(slot: TaskSlot, run_relative: str) -> Video | None:
-    """The slot's finished video, streamed by the plugin when downloaded, else from the gateway's URL."""
-    result = finished_result(slot.returned)
+def video_of(found: FoundTask, run_relative: str) -> Video | None:
+    """The task's finished video: streamed by the plugin when it may serve the file, else played from the
+    gateway's URL if there is one; ``notice`` says why a downloaded file is not streamed."""
+    result = finished_result(found.slot.returned)
     if result is None:
         return None
-    src = run_relative + stream_path(slot) if isinstance(result.get("output_uri"), str) else result["video_url"]
-    return Video(slot=slot, result=result, src=src)
+    gateway_url = result["video_url"] if is_http_url(result.get("video_url")) else None
+    if not isinstance(result.get("output_uri"), str):
+        return Video(slot=found.slot, result=result, src=gateway_url)
+    try:
+        stored_uri(found)
+    except HTTPException as refused:
+        return Video(slot=found.slot, result=result, src=gateway_url, notice=str(refused.detail))
+    return Video(slot=found.slot, result=result, src=run_relative + stream_path(found.slot))
 
 
 def media_origin(src: str) -> str | None:
@@ -241,7 +251,7 @@ def media_origin(src: str) -> str | None:
 
 def html_response(body: str, videos: Iterable[Video]) -> HTMLResponse:
     """A page that may run no script and load media only from here and the gateways it plays from."""
-    origins = sorted({origin for video in videos if (origin := media_origin(video.src))})
+    origins = sorted({origin for video in videos if video.src and (origin := media_origin(video.src))})
     policy = "; ".join(
         (
             "default-src 'none'",
@@ -299,18 +309,35 @@ def open_mp4(uri: str, conn_id: str | None, what: str) -> tuple[Any, int]:
     return path, size
 
 
-def open_video(found: FoundTask) -> tuple[Any, int]:
-    """The task's downloaded MP4 in its store and its size; 4xx when there is none it may be served from."""
+def rendered_field(found: FoundTask, name: str) -> str:
+    """``name`` as the task rendered it: the one authority on which of its files may be served, as XCom can be
+    edited through the REST API and rendered fields cannot. 403 without it: then nothing is served."""
+    value = found.rendered.get(name)
+    if not isinstance(value, str) or not value:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"Airflow no longer keeps the rendered {name} of {found.slot.label}: its files are not served",
+        )
+    return value
+
+
+def stored_uri(found: FoundTask) -> str:
+    """The file the task downloaded its video to: its result's ``output_uri``, if the one it rendered; 404 when
+    its result names none, 403 when it names another or the rendered one is no longer kept."""
     result = finished_result(found.slot.returned)
     output_uri = result.get("output_uri") if result and found.ours else None
     if not isinstance(output_uri, str):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"{found.slot.label} has no downloaded LTX-2 video")
-    rendered_uri = found.rendered.get("output_uri")
-    if rendered_uri is not None and rendered_uri != output_uri:
+    if rendered_field(found, "output_uri") != output_uri:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, f"The output_uri in the XCom of {found.slot.label} is not the one it rendered"
         )
-    return open_mp4(output_uri, found.output_conn_id, f"the video of {found.slot.label}")
+    return output_uri
+
+
+def open_video(found: FoundTask) -> tuple[Any, int]:
+    """The task's downloaded MP4 in its store and its size; 4xx when there is none it may be served from."""
+    return open_mp4(stored_uri(found), found.output_conn_id, f"the video of {found.slot.label}")
 
 
 def batch_folder(found: FoundTask, summary: BatchSummary | None) -> str:
@@ -319,12 +346,7 @@ def batch_folder(found: FoundTask, summary: BatchSummary | None) -> str:
     A task without a summary (it failed after writing its manifest, or does not push XCom) is read from the
     folder it rendered all the same: that folder is the one authority on what may be served.
     """
-    prefix = found.output_prefix
-    if prefix is None:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            f"Airflow no longer keeps the rendered output_prefix of {found.slot.label}: its files are not served",
-        )
+    prefix = rendered_field(found, "output_prefix")
     if summary is not None and not summary.agrees_with(prefix):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
@@ -429,7 +451,7 @@ def create_app() -> FastAPI:
         found = find_task(session, dag_bag, dag_id, run_id, task_id, map_index)
         if found.batch:
             return html_response(batch_tab(found, page, failed_page), [])
-        video = video_of(found.slot, "../../") if found.ours else None
+        video = video_of(found, "../../") if found.ours else None
         body = task_page(found.slot, video, ours=found.ours, operator=found.operator)
         return html_response(body, [video] if video else [])
 
@@ -473,9 +495,11 @@ def create_app() -> FastAPI:
         slots = read_slots(session, dag_id, run_id, task_ids)
         batches = [(slot, BatchSummary.of(slot.returned)) for slot in slots if slot.task_id in batch_ids]
         singles = [slot for slot in slots if slot.task_id not in batch_ids]
-        videos = [video for slot in singles if (video := video_of(slot, ""))]
-        shown = {(video.slot.task_id, video.slot.map_index) for video in videos}
-        pending = [slot for slot in singles if (slot.task_id, slot.map_index) not in shown]
+        rendered = read_rendered(session, dag_id, run_id, [task_id for task_id in task_ids if task_id not in batch_ids])
+        tasks = [FoundTask(dag.task_dict[slot.task_id], slot, rendered.get(slot.key, {})) for slot in singles]
+        videos = [video for task in tasks if (video := video_of(task, ""))]
+        shown = {video.slot.key for video in videos}
+        pending = [slot for slot in singles if slot.key not in shown]
         return html_response(gallery_page(dag_id, run_id, videos, pending, batches), videos)
 
     app.include_router(router)

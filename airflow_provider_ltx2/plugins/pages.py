@@ -95,6 +95,10 @@ class TaskSlot:
     failure: Any = None
 
     @property
+    def key(self) -> tuple[str, int]:
+        return self.task_id, self.map_index
+
+    @property
     def label(self) -> str:
         return f"{self.task_id} [{self.map_index}]" if self.map_index >= 0 else self.task_id
 
@@ -120,11 +124,13 @@ class TaskSlot:
 
 @dataclass(frozen=True)
 class Video:
-    """A finished video: its result dict, and where the ``<video>`` element loads it from."""
+    """A finished video: its result dict, where the ``<video>`` element loads it from (None: nowhere), and why
+    the plugin does not stream the file it was downloaded to, if it does not."""
 
     slot: TaskSlot
     result: dict[str, Any]
-    src: str
+    src: str | None
+    notice: str | None = None
 
     @property
     def request(self) -> dict[str, Any]:
@@ -233,7 +239,10 @@ _TASK = """{% extends "base" %}
 {% if not ours %}
 <p class="status" data-status="not-ltx2">This task ({{ operator }}) is not an LTX-2 task: it has no video.</p>
 {% elif video %}
-<video controls preload="metadata" src="{{ video.src }}"></video>
+{% if video.src %}<video controls preload="metadata" src="{{ video.src }}"></video>
+{% endif %}
+{% if video.notice %}<p class="status" data-status="refused">{{ video.notice }}</p>
+{% endif %}
 <dl>
 <dt>Prompt</dt><dd class="prompt">{{ video.prompt }}</dd>
 <dt>Request id</dt><dd data-field="request_id">{{ video.request_id }}</dd>
@@ -266,7 +275,8 @@ total price <strong data-field="total_price">USD {{ "%.2f" | format(total_price)
 <div class="grid">
 {% for video in videos %}
 <section class="card" data-task="{{ video.slot.task_id }}" data-map-index="{{ video.slot.map_index }}">
-<video controls preload="metadata" src="{{ video.src }}"></video>
+{% if video.src %}<video controls preload="metadata" src="{{ video.src }}"></video>
+{% else %}<p class="status" data-status="refused">{{ video.notice }}</p>{% endif %}
 <h2>{{ video.slot.label }}</h2>
 <div class="prompt">{{ video.prompt }}</div>
 <div class="muted">{{ video.size_text }} · {{ video.price_text }}</div>
