@@ -133,8 +133,9 @@ class Generation:
         """
         request = build_request(**fields)
         image = image_input(request["image_url"], image_conn_id, image_url_expires_in)
-        storage.check_gateway_can_fetch(image, hook.check_fetchable)  # before any read of a public image
-        return cls(hook, request, image, log, examine_image=examine_image, deadline=deadline)
+        generation = cls(hook, request, image, log, examine_image=examine_image, deadline=deadline)
+        generation.check_gateway_can_fetch()
+        return generation
 
     @classmethod
     def resumed(
@@ -170,6 +171,11 @@ class Generation:
                 self.image.uri,
             )
         return storage.fingerprint(self.request, self.image)
+
+    def check_gateway_can_fetch(self) -> None:
+        """Fail before paying, and before any read of a public image, on an image the gateway could never fetch
+        (``storage.check_gateway_can_fetch``): the single operator and a batch's survey share this rule."""
+        storage.check_gateway_can_fetch(self.image, self.hook.check_fetchable)
 
     def reusable(self, output_uri: str, output_conn_id: str | None) -> dict[str, Any] | None:
         """The sidecar of a video an earlier run made of this very request and image, if still intact."""

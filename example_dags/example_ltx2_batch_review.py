@@ -98,6 +98,8 @@ if ApprovalOperator is not None:
             "duration": 6,
             "aspect_ratio": "16:9",
             "image_conn_id": IMAGE_CONN_ID,
+            # The rows come through XCom, so they are data: private images only from the folder named here.
+            "allowed_image_prefixes": None if IMAGE_BASE_URL.startswith("http") else IMAGE_BASE_URL,
             # The gateway runs 2 generations at a time per key; more would wait for room.
             "max_concurrent_jobs": 2,
             "deferrable": DEFERRABLE,

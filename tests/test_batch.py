@@ -244,7 +244,6 @@ def image_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_a_table_file_cannot_have_the_worker_sign_an_object_outside_the_allowed_prefixes(
     simulator: SimulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, mode: dict[str, Any]
 ) -> None:
-    (tmp_path / "images").mkdir()
     secret = tmp_path / "finance" / "salaries.csv"
     secret.parent.mkdir()
     secret.write_text("name,salary\n")
@@ -287,7 +286,8 @@ def test_a_table_file_may_name_private_images_inside_the_allowed_prefixes(
     requests = table_file(tmp_path, [boat], "csv")
     folder = f"s3://{S3_BUCKET}/images{slash}"
     for allowed in (folder, ["s3://elsewhere/images/", folder]):
-        operator = batch(requests, tmp_path / "out", image_conn_id="ltx2_s3", allowed_image_prefixes=allowed, dry_run=1)
+        settings = {"image_conn_id": "ltx2_s3", "allowed_image_prefixes": allowed, "dry_run": True}
+        operator = batch(requests, tmp_path / "out", **settings)
         assert operator.execute(task_context())["planned"] == 1
     assert simulator.stats()["submits"] == 0
 

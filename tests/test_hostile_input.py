@@ -274,3 +274,49 @@ def test_a_video_download_ends_at_its_deadline(simulator: SimulatorProcess, loop
         b"".join(Ltx2Hook().stream(f"{host.base_url}/v.mp4", deadline=time.time() + 2))
 
     assert time.monotonic() - started < 4
+
+
+# ------------------------------------------------------------------------------------ a table, in full or not at all
+
+
+@pytest.mark.parametrize("check_image", [True, False])
+def test_a_table_that_cannot_be_generated_in_full_pays_nothing(
+    simulator: SimulatorProcess, tmp_path: Path, check_image: bool
+) -> None:
+    """A local file in row 3 used to fail at its submit, after rows 1 and 2 were paid for."""
+    local = tmp_path / "cat.jpg"
+    local.write_bytes(JPEG)
+    public = f"{simulator.base_url}/files/sample.jpg"
+    table = [{"id": f"row-{n}", "image_url": public, "prompt": f"take {n}"} for n in (1, 2)]
+    table.append({"id": "row-3", "image_url": f"file://{local}", "prompt": "take 3"})
+    operator = Ltx2GenerateVideoBatchOperator(
+        task_id="generate_batch",
+        requests=table,  # written in the DAG file: the author's, so no prefix rule stops the local file first
+        output_prefix=f"file://{tmp_path}/out",
+        check_image=check_image,
+        poll_interval=0.1,
+    )
+
+    with pytest.raises(Ltx2ValidationError, match=r"Row 'row-3' \(row 3\).*cannot make a signed URL"):
+        operator.execute(task_context())
+
+    assert simulator.stats()["submits"] == 0 and not (tmp_path / "out" / "manifest.jsonl").exists()
+
+
+def test_a_dripping_image_cannot_wedge_a_batchs_survey(
+    simulator: SimulatorProcess, loopback_server: Any, tmp_path: Path
+) -> None:
+    host = loopback_server(dripping)
+    operator = Ltx2GenerateVideoBatchOperator(
+        task_id="generate_batch",
+        requests=[{"id": "slow", "image_url": f"{host.base_url}/cat.jpg", "prompt": "a cat"}],
+        output_prefix=f"file://{tmp_path}",
+        timeout=2,
+        poll_interval=0.1,
+    )
+    started = time.monotonic()
+
+    with pytest.raises(Ltx2ValidationError, match=r"Row 'slow' \(row 1\).*did not end within"):
+        operator.execute(task_context())
+
+    assert time.monotonic() - started < 5 and simulator.stats()["submits"] == 0

@@ -81,17 +81,21 @@ class Survey:
         return cost_usd(self.to_generate)
 
 
-def survey(hook: Ltx2Hook, table: Table, settings: BatchSettings, log: Any) -> Survey:
+def survey(hook: Ltx2Hook, table: Table, settings: BatchSettings, log: Any, deadline: float | None = None) -> Survey:
     """Look up reuse and check every image to generate from, before any paid call.
 
-    An image several rows share is read once. Raises ``Ltx2ValidationError`` naming the row for an image
-    that cannot be used; nothing is paid.
+    An image several rows share is checked and read once, no read past ``deadline``. Raises
+    ``Ltx2ValidationError`` naming the row for an image that cannot be used (the gateway could not fetch it,
+    its store cannot sign it, it is no image); nothing is paid: a table is generated in full or not at all.
     """
     found = Survey()
     images: dict[str, ImageInput] = {}
     for row in table.rows:
         try:
-            generation = row_generation(hook, row, settings, log, images.get(row.request["image_url"]))
+            seen = images.get(row.request["image_url"])
+            generation = row_generation(hook, row, settings, log, seen, deadline)
+            if seen is None:
+                generation.check_gateway_can_fetch()
             fingerprint = generation.fingerprint  # a public image read once: its identity and the check's bytes
             saved = generation.reusable(row.output_uri, settings.output_conn_id) if settings.reuse_existing else None
             if saved is None and settings.check_image:
@@ -107,12 +111,17 @@ def survey(hook: Ltx2Hook, table: Table, settings: BatchSettings, log: Any) -> S
 
 
 def row_generation(
-    hook: Ltx2Hook, row: Row, settings: BatchSettings, log: Any, image: ImageInput | None = None
+    hook: Ltx2Hook,
+    row: Row,
+    settings: BatchSettings,
+    log: Any,
+    image: ImageInput | None = None,
+    deadline: float | None = None,
 ) -> Generation:
     """The generation of one row (its request is already validated); ``image`` if already identified."""
     if image is None:
         image = image_input(row.request["image_url"], settings.image_conn_id, settings.image_url_expires_in)
-    return Generation(hook, row.request, image, log, examine_image=settings.check_image)
+    return Generation(hook, row.request, image, log, examine_image=settings.check_image, deadline=deadline)
 
 
 def check_budget(table: Table, found: Survey, max_cost_usd: float | None) -> None:

@@ -117,6 +117,7 @@ class Ltx2Hook(BaseHook):
         self.retry_policy = retry_policy or RetryPolicy()
         self.read_timeout = read_timeout
         self._async_client: _AsyncClient | None = None
+        self._resolved: dict[str, list[str]] = {}
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -279,7 +280,9 @@ class Ltx2Hook(BaseHook):
             raise Ltx2ValidationError(f"{what.capitalize()} {hide_signed_urls(url)!r} is not an http(s) URL.")
         if self.gateway_is_private:
             return
-        private = first_private_address(_addresses(parts.hostname))
+        if parts.hostname not in self._resolved:  # once per host and task: a batch names thousands of URLs
+            self._resolved[parts.hostname] = _addresses(parts.hostname)
+        private = first_private_address(self._resolved[parts.hostname])
         if private is not None:
             raise Ltx2ValidationError(
                 f"{what.capitalize()} {hide_signed_urls(url)!r} is on a private address ({parts.hostname} resolves "

@@ -433,7 +433,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
                     "max_concurrent_jobs=%d) and for its failed rows.",
                     self.max_concurrent_jobs,
                 )
-            found = survey(self.hook, table, settings, self.log)
+            found = survey(self.hook, table, settings, self.log, deadline.at)
             self.log.info(
                 "Batch of %d rows: %d to generate (estimate USD %.2f), %d reused; up to %d at a time.",
                 len(table.rows),

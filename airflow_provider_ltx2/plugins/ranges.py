@@ -33,7 +33,7 @@ class ByteRange:
         return f"bytes {self.first}-{self.last}/{self.size}"
 
 
-def offset(digits: str) -> int:
+def position(digits: str) -> int:
     """The position ``digits`` writes; ``_BEYOND``, past any file's end, for more than 18 significant digits."""
     significant = digits.lstrip("0")
     return int(significant or "0") if len(significant) <= _MAX_DIGITS else _BEYOND
@@ -55,12 +55,12 @@ def byte_range(header: str | None, size: int) -> ByteRange | None:
     if not first_text and not last_text:
         return None
     if not first_text:  # "bytes=-N": the last N bytes
-        suffix = offset(last_text)
+        suffix = position(last_text)
         if suffix == 0:
             raise RangeNotSatisfiable(header)
         return ByteRange(max(0, size - suffix), size - 1, size) if size else None
-    first = offset(first_text)
-    last = offset(last_text) if last_text else size - 1
+    first = position(first_text)
+    last = position(last_text) if last_text else size - 1
     if first >= size or last < first:
         raise RangeNotSatisfiable(header)
     return ByteRange(first, min(last, size - 1), size)
