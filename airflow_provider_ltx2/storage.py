@@ -115,21 +115,29 @@ def identified_by_content(image: ImageInput, read: Callable[[str], Iterable[byte
     if image.private or image.identified:
         return image
     digest, size, head = hashlib.sha256(), 0, b""
-    try:
+    with _fetching(image.uri):
         for chunk in read(image.uri):
             head += chunk[: HEAD_BYTES - len(head)]
             size += len(chunk)
             if size > MAX_IMAGE_BYTES:
                 raise _bad_image(image.uri, f"larger than {MAX_IMAGE_BYTES >> 20} MiB")
             digest.update(chunk)
+    identity = {"url": image.uri, "sha256": digest.hexdigest(), "size": size}
+    return replace(image, identity=identity, head=head, identified=True)
+
+
+@contextmanager
+def _fetching(uri: str) -> Iterator[None]:
+    """A public image's read errors as the ``Ltx2ValidationError`` that names it and says why (an HTTP status,
+    a refused certificate, a host too slow); one that already names it (a private address) as it is."""
+    try:
+        yield
     except Ltx2HttpError as error:
-        raise _bad_image(image.uri, _http_problem(error.status)) from None
+        raise _bad_image(uri, _http_problem(error.status)) from None
     except Ltx2ValidationError:
         raise
     except Ltx2Error as error:
-        raise _bad_image(image.uri, _fetch_problem(error, str(error))) from None
-    identity = {"url": image.uri, "sha256": digest.hexdigest(), "size": size}
-    return replace(image, identity=identity, head=head, identified=True)
+        raise _bad_image(uri, _fetch_problem(error, str(error))) from None
 
 
 def _fetch_problem(error: BaseException, detail: str) -> str:
@@ -170,14 +178,8 @@ def check_image(image: ImageInput, read_head: Callable[[str, int], bytes]) -> No
         except OSError as error:
             raise _bad_image(image.uri, f"cannot be read ({type(error).__name__})") from None
     else:
-        try:
+        with _fetching(image.uri):
             head = read_head(image.uri, HEAD_BYTES)
-        except Ltx2HttpError as error:
-            raise _bad_image(image.uri, _http_problem(error.status)) from None
-        except Ltx2ValidationError:
-            raise
-        except Ltx2Error as error:
-            raise _bad_image(image.uri, _fetch_problem(error, str(error))) from None
     if not head:
         raise _bad_image(image.uri, "empty")
     if image_kind(head) is None:
