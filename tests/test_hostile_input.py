@@ -96,28 +96,45 @@ def test_a_gateway_echoing_the_signed_url_and_the_key_leaks_neither(
 
 
 @pytest.mark.parametrize("escaping", ESCAPINGS)
-def test_a_batchs_manifest_keeps_no_echoed_secret(
-    loopback_server: Any, bucket: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, escaping: str
+@pytest.mark.parametrize(
+    ("submit_status", "deferrable"),
+    [(400, False), (200, False), (200, True)],
+    ids=["refused at the submit", "failed at a poll", "failed at a poll, deferred"],
+)
+def test_a_batch_keeps_no_echoed_secret(
+    loopback_server: Any,
+    bucket: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    escaping: str,
+    submit_status: int,
+    deferrable: bool,
 ) -> None:
-    """Rows the gateway refuses (400, echoing the request) are failed rows whose error the manifest keeps."""
-    gateway = HostileGateway(loopback_server, escaping, submit_status=400)
+    """Rows the gateway refuses or fails, echoing the request, are failed rows: their errors are in the manifest,
+    the progress in the task state store and, deferred, the batch trigger's kwargs (the metadata DB)."""
+    gateway = HostileGateway(loopback_server, escaping, submit_status=submit_status)
     monkeypatch.setenv("AIRFLOW_CONN_LTX2_DEFAULT", gateway.connection())
     image = put(bucket)
     operator = Ltx2GenerateVideoBatchOperator(
         task_id="generate_batch",
-        requests=[{"id": f"row-{number}", "image_url": image, "prompt": f"take {number}"} for number in range(2)],
+        requests=[{"id": f"row-{number}", "image_url": image, "prompt": f"take {number}"} for number in range(3)],
         image_conn_id="ltx2_s3",
         output_prefix=f"file://{tmp_path}",
-        max_failed_items=2,
+        max_failed_items=3,
+        max_concurrent_jobs=1,  # a row fails before the next one is submitted and handed to a trigger
         poll_interval=0.1,
+        deferrable=deferrable,
     )
-    context = task_context()
+    context, seen = task_context(), Deferrals()
 
-    result = operator.execute(context)
+    result = run_deferrable(operator, context, seen, limit=20) if deferrable else operator.execute(context)
 
     manifest = (tmp_path / "manifest.jsonl").read_text()
-    assert result["failed"] == 2 and manifest.count("could not fetch") == 2
-    assert leaks(manifest + json.dumps(context["ti"].xcom, default=str), gateway.sent_image_urls()) == []
+    assert result["failed"] == 3 and manifest.count("could not fetch") == 3
+    kept = [manifest, json.dumps(context["ti"].xcom, default=str), json.dumps(context["task_state_store"].values)]
+    assert not deferrable or "could not fetch" in json.dumps(seen.kwargs[-1])  # the failed rows travel with it
+    said = "\n".join(kept + [json.dumps(kwargs) for kwargs in seen.kwargs] + [json.dumps(e) for e in seen.events])
+    assert leaks(said, gateway.sent_image_urls()) == []
 
 
 # ------------------------------------------------------------------------------------ where the key goes
