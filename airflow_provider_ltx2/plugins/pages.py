@@ -276,7 +276,7 @@ total price <strong data-field="total_price">USD {{ "%.2f" | format(total_price)
 {% for video in videos %}
 <section class="card" data-task="{{ video.slot.task_id }}" data-map-index="{{ video.slot.map_index }}">
 {% if video.src %}<video controls preload="metadata" src="{{ video.src }}"></video>
-{% else %}<p class="status" data-status="refused">{{ video.notice }}</p>{% endif %}
+{% elif video.notice %}<p class="status" data-status="refused">{{ video.notice }}</p>{% endif %}
 <h2>{{ video.slot.label }}</h2>
 <div class="prompt">{{ video.prompt }}</div>
 <div class="muted">{{ video.size_text }} · {{ video.price_text }}</div>
