@@ -175,6 +175,15 @@ def test_a_csv_row_wider_or_narrower_than_its_header_is_refused(
     assert "comma inside needs quoting" in message
 
 
+def test_a_value_under_an_unnamed_column_is_refused(tmp_path: Path) -> None:
+    """A trailing comma in the header makes the row as wide as a prompt cut at its unquoted comma."""
+    table = f"id,image_url,prompt,\na,{IMAGE},spin,\nb,{IMAGE},zoom, slowly\n"
+
+    message = refusal(written(tmp_path, "table.csv", table))
+
+    assert "row 2 (line 3)" in message and "a column the header does not name" in message, message
+
+
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
 def test_blank_lines_of_a_csv_are_skipped(tmp_path: Path, newline: str) -> None:
     lines = ["", "id,image_url,prompt", "", f"a,{IMAGE},spin", "", "", f"b,{IMAGE},zoom", "", ""]

@@ -127,6 +127,12 @@ def _csv_rows(source: str, text: Iterable[str]) -> Iterator[Mapping[str, Any]]:
                     f"{len(header)}; accepted rows have one cell per column (an empty cell leaves a field unset, "
                     'and a value with a comma inside needs quoting, as in "zoom, slowly").'
                 )
+            if any(value for name, value in zip(header, cells, strict=True) if not name):
+                raise Ltx2ValidationError(
+                    f"{source}, row {number} (line {reader.line_num}): a cell under a column the header does not "
+                    "name (a trailing comma in the header?) holds a value; accepted rows leave unnamed columns "
+                    'empty (a value with a comma inside needs quoting, as in "zoom, slowly").'
+                )
             # An empty cell means "not set": the operator's default applies.
             yield {name: value for name, value in zip(header, cells, strict=True) if name and value}
     except csv.Error as error:
