@@ -175,6 +175,14 @@ def test_a_csv_row_wider_or_narrower_than_its_header_is_refused(
     assert "comma inside needs quoting" in message
 
 
+def test_a_jsonl_object_naming_a_field_twice_is_refused(tmp_path: Path) -> None:
+    line = json.dumps({"id": "a", "image_url": IMAGE, "prompt": "spin"})[:-1] + ', "prompt": "zoom"}'
+
+    message = refusal(written(tmp_path, "table.jsonl", line + "\n"))
+
+    assert "line 1" in message and "names the field 'prompt' twice" in message, message
+
+
 def test_a_value_under_an_unnamed_column_is_refused(tmp_path: Path) -> None:
     """A trailing comma in the header makes the row as wide as a prompt cut at its unquoted comma."""
     table = f"id,image_url,prompt,\na,{IMAGE},spin,\nb,{IMAGE},zoom, slowly\n"

@@ -160,9 +160,27 @@ def _csv_problem(error: csv.Error) -> str:
     return f"not CSV ({error})"
 
 
+class _RepeatedKey(ValueError):
+    """A JSON object naming a key twice: ``json`` keeps the last, a guess as a repeated CSV column would be."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _RepeatedKey(key)
+        found[key] = value
+    return found
+
+
 def _json_row(source: str, number: int, line: str) -> Mapping[str, Any]:
     try:
-        row = json.loads(line)
+        row = json.loads(line, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as repeated:
+        raise Ltx2ValidationError(
+            f"{source}, line {number}: the object names the field {shorten(repeated.args[0])} twice; accepted lines "
+            "name each field once."
+        ) from None
     except RecursionError:
         raise Ltx2ValidationError(
             f"{source}, line {number}: the JSON is nested too deeply; accepted lines are one JSON object of "
