@@ -9,6 +9,7 @@ from urllib.parse import quote
 import pytest
 
 from airflow_provider_ltx2.api.redaction import Redactor, hide_signed_urls
+from airflow_provider_ltx2.api.replies import Reply
 
 KEY = "sk-5f0c/é&<key>"
 SIGNED = (
@@ -57,14 +58,14 @@ def test_a_json_reply_is_redacted_after_decoding(escape: str) -> None:
     echo = json.dumps({"k": KEY})  # JSON inside a JSON string, escaped twice
     raw = f'{{"error": "bad image", "url": "{written(SIGNED)}", "key": "{written(KEY)}", "echo": "{written(echo)}"}}'
 
-    text = Redactor((KEY, SIGNED)).reply_text(raw)
+    text = Reply.received(400, raw, None, Redactor((KEY, SIGNED))).text
 
     assert SIGNATURE not in text and "5f0c" not in text, text
     assert json.loads(text)["error"] == "bad image"
 
 
 def test_a_key_used_as_an_object_key_is_hidden() -> None:
-    text = Redactor((KEY,)).reply_text(json.dumps({KEY: "echoed"}))
+    text = Reply.received(400, json.dumps({KEY: "echoed"}), None, Redactor((KEY,))).text
 
     assert "5f0c" not in text
 
@@ -113,4 +114,4 @@ def test_the_video_url_in_a_decoded_reply_is_kept_for_the_download() -> None:
 def test_a_body_nested_too_deep_for_python_is_redacted_as_text() -> None:
     raw = "[" * 100_000 + json.dumps(KEY) + "]" * 100_000
 
-    assert "5f0c" not in Redactor((KEY,)).reply_text(raw)
+    assert "5f0c" not in Reply.received(400, raw, None, Redactor((KEY,))).text

@@ -3,7 +3,8 @@
 The gateway's replies are data: it may echo the request (with the signed image URL) or the key, escaped as
 its JSON library escapes text (``\\u0026`` for ``&`` as Go does, ``\\/`` for ``/`` as PHP does, ``\\u00e9``
 for a non-ASCII character). A plain text replacement on the raw body misses each of those, so a JSON reply
-is decoded first and its strings redacted, and any other text is searched for every escaped form.
+is decoded first and its strings redacted (``Reply.received``), and any other text is searched for every
+escaped form.
 
 Two kinds of secret are hidden: the ones the caller knows (the key, the signed URL it just made), wherever
 they appear; and any signed URL it does not know (a poll cannot know the signed URL its submit used), by its
@@ -99,12 +100,3 @@ class Redactor:
         if isinstance(value, dict):
             return {self.value(key): self.value(item) for key, item in value.items()}
         return value
-
-    def reply_text(self, raw: str) -> str:
-        """A reply's body, redacted after decoding: a JSON body is decoded, redacted and written back in one
-        plain form; any other body (an HTML error page) is searched for every escaped form."""
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):
-            return self.text(raw)
-        return json.dumps(self.value(body), ensure_ascii=False)

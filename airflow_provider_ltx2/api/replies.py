@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from airflow_provider_ltx2.api.redaction import hide_signed_urls
+from airflow_provider_ltx2.api.redaction import Redactor, hide_signed_urls
 from airflow_provider_ltx2.exceptions import (
     Ltx2AuthError,
     Ltx2Error,
@@ -22,6 +22,8 @@ from airflow_provider_ltx2.exceptions import (
     Ltx2ValidationError,
 )
 
+_UNREAD: Any = object()  # ``Reply``'s body, not decoded yet
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -30,16 +32,24 @@ class Reply:
     status: int
     text: str
     retry_after: str | None = None
+    decoded: InitVar[Any] = _UNREAD  # the body, when the caller decoded it already (``received``)
     # Decoded once, on arrival: the retry decision, the status reading and the error message all look at it
     # (eagerly rather than through cached_property, whose lock costs a poll as much as the decoding).
     body: Any = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        try:
-            body = json.loads(self.text)
-        except (ValueError, RecursionError):  # RecursionError: a body nested deeper than Python decodes
-            body = None
-        object.__setattr__(self, "body", body)
+    def __post_init__(self, decoded: Any) -> None:
+        object.__setattr__(self, "body", decoded_json(self.text) if decoded is _UNREAD else decoded)
+
+    @classmethod
+    def received(cls, status: int, raw: str, retry_after: str | None, redactor: Redactor) -> Reply:
+        """An answer as it arrives, with the key and the call's signed URL hidden after decoding (whatever the
+        gateway's escaping): a JSON body's strings are redacted and it is written back in one plain form; any
+        other body (an HTML error page) is searched for every escaped form."""
+        body = decoded_json(raw)
+        if body is None:
+            return cls(status, redactor.text(raw), retry_after, None)
+        body = redactor.value(body)
+        return cls(status, json.dumps(body, ensure_ascii=False), retry_after, body)
 
     def json(self) -> Any:
         """The decoded body, or None when it is not JSON (an HTML error page, a truncated body)."""
@@ -58,6 +68,14 @@ class TransportFailure:
     description: str
     before_sending: bool
     untrusted: bool = False
+
+
+def decoded_json(text: str) -> Any:
+    """``text`` decoded as JSON, or None when it is not JSON (or nested deeper than Python decodes)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def gateway_message(reply: Reply) -> str:

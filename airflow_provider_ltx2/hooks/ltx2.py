@@ -210,7 +210,7 @@ class Ltx2Hook(BaseHook):
             if untrusted:
                 detail = tls_refusal(self.gateway.base_url, error)
             return TransportFailure(redactor.text(detail), _never_sent(error), untrusted)
-        return Reply(response.status_code, redactor.reply_text(response.text), response.headers.get("Retry-After"))
+        return Reply.received(response.status_code, response.text, response.headers.get("Retry-After"), redactor)
 
     def _call(
         self,
@@ -496,8 +496,7 @@ class Ltx2Hook(BaseHook):
                 allow_redirects=False,  # aiohttp would carry the key's header to wherever a redirect points
             ) as response:
                 text = await response.text(errors="replace")
-                redacted = gateway.redactor().reply_text(text)
-                return Reply(response.status, redacted, response.headers.get("Retry-After"))
+                return Reply.received(response.status, text, response.headers.get("Retry-After"), gateway.redactor())
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             detail = f"{type(error).__name__}: {error}"
             untrusted = isinstance(error, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError))
