@@ -352,6 +352,14 @@ def test_a_polling_url_handed_from_anywhere_is_polled_on_the_gateway(polling_url
     assert urlsplit(requests.Request("GET", call.url).prepare().url).hostname == "gateway.pixazo.ai"
 
 
+@pytest.mark.parametrize("polling_url", [123, ["https://evil.example/x"], {"url": "https://evil.example/x"}])
+def test_a_polling_url_that_is_not_text_is_polled_on_the_gateway(polling_url: object) -> None:
+    """A dict handed to the sensor through XCom may carry anything; it was an AttributeError."""
+    job = Job.from_dict({"request_id": "abc", "polling_url": polling_url})
+
+    assert poll_call(BASE, job).url == f"{BASE}/v2/requests/status/abc"
+
+
 def test_a_polling_url_on_the_gateway_is_polled_as_given() -> None:
     assert poll_call(BASE, Job("abc", f"{BASE}/v2/requests/status/abc?x=1")).url == f"{BASE}/v2/requests/status/abc?x=1"
     below = "https://gw.example/api"

@@ -33,12 +33,13 @@ class Job:
         return cls(request_id=str(data["request_id"]), polling_url=data.get("polling_url"))
 
 
-def on_gateway(url: str, base_url: str) -> bool:
+def on_gateway(url: object, base_url: str) -> bool:
     """Whether ``url`` is plainly under ``base_url``: the same scheme, host and port, below its path.
 
-    Anything clever (user info, backslashes, control characters, a different port spelling) is not.
+    Anything clever (user info, backslashes, control characters, a different port spelling) is not, nor is
+    anything but text (a polling URL may come from XCom or a sensor's dict: data of any shape).
     """
-    if not url.isascii() or not url.isprintable() or any(char in url for char in "@\\ "):
+    if not isinstance(url, str) or not url.isascii() or not url.isprintable() or any(c in url for c in "@\\ "):
         return False
     base, found = urlsplit(base_url.rstrip("/")), urlsplit(url)
     return (
