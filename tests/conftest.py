@@ -482,6 +482,7 @@ class LoopbackServer:
                 heard.append(request)
                 answered = answer(request)
                 if not isinstance(answered, tuple):  # the raw response, written piece by piece as it comes
+                    self.close_connection = True  # its end is where the body ends
                     for piece in answered:
                         self.wfile.write(piece)
                         self.wfile.flush()

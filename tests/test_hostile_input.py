@@ -252,6 +252,36 @@ def test_a_redirect_to_a_private_address_is_refused_before_any_byte(
     assert len(outside.heard) == 1 and inside.heard == [] and public_gateway.submits == []
 
 
+@pytest.mark.parametrize(
+    "location",
+    ["file:///etc/passwd", "gopher://127.0.0.1:6379/_INFO", "{self}"],
+    ids=["file", "another scheme", "a redirect loop"],
+)
+def test_a_redirect_nowhere_a_gateway_fetches_is_refused(
+    simulator: SimulatorProcess, loopback_server: Any, location: str
+) -> None:
+    """A host may answer with any ``Location``: only http(s) is followed, and only a few times."""
+    host = loopback_server(lambda heard: (302, {"Location": location.replace("{self}", heard.path)}, b""))
+
+    with pytest.raises(Ltx2ValidationError, match=r"not an http|more than 5 redirects"):
+        generate(f"{host.base_url}/cat.jpg").execute(task_context())
+
+    assert len(host.heard) <= 6 and simulator.stats()["submits"] == 0
+
+
+@pytest.mark.parametrize("length", ["abc", "٣", "-1"])
+def test_a_content_length_that_is_no_number_does_not_break_the_read(
+    simulator: SimulatorProcess, loopback_server: Any, length: str
+) -> None:
+    def answer(heard: Heard) -> Iterator[bytes]:
+        yield f"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {length}\r\n\r\n".encode()
+        yield JPEG
+
+    host = loopback_server(answer)
+
+    assert b"".join(Ltx2Hook().stream(f"{host.base_url}/v.mp4")) == JPEG
+
+
 def dripping(heard: Heard) -> Iterator[bytes]:
     """An answer that sends a byte a second, from its status line on."""
     for byte in b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n\r\n" + JPEG:

@@ -395,8 +395,9 @@ class Ltx2Hook(BaseHook):
                     for chunk in response.iter_content(chunk_size):
                         size += len(chunk)
                         yield chunk
-                    expected = response.headers.get("Content-Length")
-                    if "Range" not in headers and expected is not None and int(expected) != size:
+                    expected = response.headers.get("Content-Length", "")
+                    # A length that is not a number is the host's mistake (urllib3 reads to the end then)
+                    if "Range" not in headers and expected.isdecimal() and expected.isascii() and int(expected) != size:
                         raise Ltx2Error(f"The download of {what} stopped after {size} of {expected} bytes.")
                     return
         except requests.RequestException as error:
