@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ltx2.api.connection import TRUST_FIX, untrusted_certificate
 from airflow_provider_ltx2.api.media import image_kind
-from airflow_provider_ltx2.api.request import is_public_url, shorten
+from airflow_provider_ltx2.api.request import SHOWN_URI_CHARACTERS, is_public_url, shorten
 from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
 from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2HttpError, Ltx2ValidationError
 
@@ -72,8 +72,9 @@ class ImageInput:
         try:
             return str(_path(self.uri, self.conn_id).sign(expiration=self.expires_in))
         except NotImplementedError:
+            shown = shorten(self.uri, SHOWN_URI_CHARACTERS)
             raise Ltx2ValidationError(
-                f"Invalid LTX-2 request field image_url={shorten(self.uri)}: the gateway cannot read it, and this "
+                f"Invalid LTX-2 request field image_url={shown}: the gateway cannot read it, and this "
                 "store cannot make a signed URL for it. Accepted values are a public http(s) URL, or an object-storage "
                 "URI whose store can sign URLs (s3://, gs://, ...); copy local files there first."
             ) from None
@@ -155,8 +156,9 @@ def _http_problem(status: int) -> str:
 def _bad_image(uri: str, problem: str, skippable: bool = True) -> Ltx2ValidationError:
     """The error for an unusable image; ``skippable`` when ``check_image=False`` would not have met it."""
     hint = " (check_image=False skips this check for images only the gateway can reach)" if skippable else ""
+    shown = shorten(uri, SHOWN_URI_CHARACTERS)
     return Ltx2ValidationError(
-        f"Invalid LTX-2 request field image_url={shorten(uri)}: {problem}. Accepted values are a reachable JPEG or "
+        f"Invalid LTX-2 request field image_url={shown}: {problem}. Accepted values are a reachable JPEG or "
         f"PNG image{hint}."
     )
 

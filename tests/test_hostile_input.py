@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_ltx2.api.calls import poll_call
 from airflow_provider_ltx2.api.jobs import Job
 from airflow_provider_ltx2.api.retries import RetryPolicy
 from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Timeout, Ltx2ValidationError
@@ -170,8 +171,6 @@ def test_a_sensor_argument_polling_url_elsewhere_is_rebuilt_on_the_gateway(simul
     sensor = Ltx2VideoSensor(task_id="wait", request_id="abc", polling_url="https://evil.example/status/abc")
 
     assert sensor.wait.job.polling_url == "https://evil.example/status/abc"  # kept as given: the call decides
-    from airflow_provider_ltx2.api.calls import poll_call
-
     assert poll_call(simulator.base_url, sensor.wait.job).url == f"{simulator.base_url}/v2/requests/status/abc"
 
 
@@ -367,3 +366,16 @@ def test_a_dripping_image_cannot_wedge_a_batchs_survey(
         operator.execute(task_context())
 
     assert time.monotonic() - started < 5 and simulator.stats()["submits"] == 0
+
+
+def test_a_huge_image_uri_in_a_table_makes_a_short_error(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    table = tmp_path / "table.jsonl"
+    table.write_text(json.dumps({"id": "huge", "image_url": "s3://media/" + "x" * 1_000_000, "prompt": "a cat"}))
+    operator = Ltx2GenerateVideoBatchOperator(
+        task_id="generate_batch", requests=f"file://{table}", output_prefix=f"file://{tmp_path}/out"
+    )
+
+    with pytest.raises(Ltx2ValidationError, match=r"Row 'huge' \(row 1\)") as refused:
+        operator.execute(task_context())
+
+    assert len(str(refused.value)) < 1_000 and "1,000,011 characters" in str(refused.value)

@@ -47,18 +47,19 @@ def build_request(
 
 
 SHOWN_CHARACTERS = 80
+SHOWN_URI_CHARACTERS = 300  # a URI's end names its object: more of it is shown
 
 
-def shorten(value: Any) -> str:
-    """``value`` as an error message echoes it: its repr, cut to about 80 characters.
+def shorten(value: Any, width: int = SHOWN_CHARACTERS) -> str:
+    """``value`` as an error message echoes it: its repr, cut to about ``width`` characters.
 
     A value from a table, XCom or ``dag_run.conf`` may be megabytes long or nested thousands deep: a long
     text shows its start and its length, a container its first items and levels (``reprlib``).
     """
-    if isinstance(value, str) and len(value) > SHOWN_CHARACTERS:
-        return f"{value[:SHOWN_CHARACTERS]!r}... ({len(value):,} characters)"
+    if isinstance(value, str) and len(value) > width:
+        return f"{value[:width]!r}... ({len(value):,} characters)"
     shown = repr(value) if isinstance(value, str) else reprlib.repr(value)
-    return shown if len(shown) <= SHOWN_CHARACTERS else shown[:SHOWN_CHARACTERS] + "..."
+    return shown if len(shown) <= width else shown[:width] + "..."
 
 
 def _invalid(field: str, value: Any, accepted: str) -> Ltx2ValidationError:

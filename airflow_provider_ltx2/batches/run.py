@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ltx2 import metrics, storage
-from airflow_provider_ltx2.api.request import is_public_url
+from airflow_provider_ltx2.api.request import SHOWN_URI_CHARACTERS, is_public_url, shorten
 from airflow_provider_ltx2.batches.manifest import (
     FAILED,
     GENERATED,
@@ -144,8 +144,9 @@ def check_private_images(table: Table, authored: frozenset[str], allowed_image_p
         uri = row.request["image_url"]
         if is_public_url(uri) or uri in authored or storage.lies_under(uri, allowed_image_prefixes):
             continue
+        shown = shorten(uri, SHOWN_URI_CHARACTERS)
         raise Ltx2ValidationError(
-            f"Row {row.id!r} (row {row.number}): image_url={uri!r} is not under allowed_image_prefixes="
+            f"Row {row.id!r} (row {row.number}): image_url={shown} is not under allowed_image_prefixes="
             f"{list(allowed_image_prefixes) or None!r}: a private image named by a table's data (a file, an XComArg "
             f"or a template) must lie in one of those folders, written plainly ({storage.PLAINLY}); nothing was "
             "paid. Add its folder to allowed_image_prefixes, or move the image into an allowed folder."
