@@ -230,12 +230,32 @@ def test_an_image_on_a_private_address_is_refused_before_any_byte_for_a_public_g
     images = loopback_server(serving_jpeg)
     port = images.base_url.rsplit(":", 1)[1]
 
-    for url in (f"http://localhost:{port}/cat.jpg", "http://169.254.169.254/latest/meta-data/"):
+    for url in (
+        f"http://localhost:{port}/cat.jpg",
+        "http://169.254.169.254/latest/meta-data/",  # a cloud's metadata service
+        f"http://[::1]:{port}/cat.jpg",
+        f"http://2130706433:{port}/cat.jpg",  # 127.0.0.1 as one number
+        f"http://0x7f000001:{port}/cat.jpg",  # and in hex
+        f"http://[::ffff:127.0.0.1]:{port}/cat.jpg",  # mapped into IPv6
+    ):
         with pytest.raises(Ltx2ValidationError, match="private address") as refused:
             generate(url, check_image=check_image, output_uri="file:///tmp/unused.mp4").execute(task_context())
         assert "cannot fetch it" in str(refused.value)
 
     assert images.heard == [] and public_gateway.submits == []
+
+
+def test_a_video_on_a_private_address_is_not_downloaded_for_a_public_gateway(
+    public_gateway: HostileGateway, loopback_server: Any
+) -> None:
+    """The gateway's reply names the video's URL: a hostile one may point it at the worker's own network."""
+    inside = loopback_server(serving_jpeg)
+    port = inside.base_url.rsplit(":", 1)[1]
+
+    with pytest.raises(Ltx2ValidationError, match="private address"):
+        b"".join(Ltx2Hook().stream(f"http://localhost:{port}/v.mp4"))
+
+    assert inside.heard == []
 
 
 def test_a_redirect_to_a_private_address_is_refused_before_any_byte(
