@@ -13,40 +13,46 @@ signature parameters, in every message. A signed URL's query is the credential: 
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
 
-# A URL, in plain or JSON-escaped text (``https:\/\/``), up to what ends a token in text, JSON or HTML.
-_URL = re.compile(r"(?i)\bhttps?:(?:\\?/){2}[^\s\"'<>]+")
-# Query parameters that make a URL a credential: S3/R2 and GCS presigning, Azure SAS, CloudFront, tokens.
-# Each is matched as a whole parameter name, after "?", "&" or ";" (``&amp;``) or their escapes.
-_SIGNATURE = re.compile(
-    r"(?i)(?:[?&;]|%26|%3f|\\u0026|\\u003f)"
-    r"(?:x-amz-(?:signature|credential|security-token)|x-goog-(?:signature|credential)|signature|sig|"
-    r"googleaccessid|key-pair-id|policy|token|access_token|se|sp|sv)(?:=|%3d|\\u003d)"
-)
-# Where the query starts: a literal "?" or its escapes.
-_QUERY = re.compile(r"(?i)\?|%3f|\\u003f")
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """What finds a signed URL: compiled on first use, not when a DAG file imports the hook (half a millisecond).
+
+    A URL, in plain or JSON-escaped text (``https:\\/\\/``), up to what ends a token in text, JSON or HTML; the
+    query parameters that make it a credential (S3/R2 and GCS presigning, Azure SAS, CloudFront, tokens), each
+    matched as a whole name after "?", "&" or ";" (``&amp;``) or their escapes; where its query starts.
+    """
+    url = re.compile(r"(?i)\bhttps?:(?:\\?/){2}[^\s\"'<>]+")
+    signature = re.compile(
+        r"(?i)(?:[?&;]|%26|%3f|\\u0026|\\u003f)"
+        r"(?:x-amz-(?:signature|credential|security-token)|x-goog-(?:signature|credential)|signature|sig|"
+        r"googleaccessid|key-pair-id|policy|token|access_token|se|sp|sv)(?:=|%3d|\\u003d)"
+    )
+    return url, signature, re.compile(r"(?i)\?|%3f|\\u003f")
 
 
 def hide_signed_urls(text: str) -> str:
     """``text`` with the query of every URL that carries a signature replaced by ``***``."""
     if "http" not in text.lower():  # the common case: a message with no URL at all
         return text
-    return _URL.sub(_without_signature, text)
+    return _patterns()[0].sub(_without_signature, text)
 
 
 def _without_signature(match: re.Match[str]) -> str:
     url = match.group(0)
-    query = _QUERY.search(url)
-    if query is None or not _SIGNATURE.search(url, query.start()):
+    _, signature, query_start = _patterns()
+    query = query_start.search(url)
+    if query is None or not signature.search(url, query.start()):
         return url
     return url[: query.start()] + "?" + MASK
 
@@ -67,19 +73,21 @@ def _escaped_forms(secret: str) -> Iterator[str]:
     yield quote_plus(secret, safe="")
 
 
-@dataclass(frozen=True)
 class Redactor:
-    """Hides ``secrets`` (the key, a signed URL the caller made) in any escaping, and any signed URL."""
+    """Hides ``secrets`` (the key, a signed URL the caller made) in any escaping, and any signed URL.
 
-    secrets: tuple[str, ...]
-    _pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    A plain class, not a dataclass: this module is imported when a DAG file is parsed.
+    """
 
-    def __post_init__(self) -> None:
-        forms = {form for secret in self.secrets if secret for form in _escaped_forms(secret) if form}
+    __slots__ = ("_pattern", "secrets")
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self.secrets = secrets
+        forms = {form for secret in secrets if secret for form in _escaped_forms(secret) if form}
         # Longest first, so a secret's escaped form is replaced whole, not a shorter form inside it; hex escapes
         # may be written in either case (\u00E9), so the match ignores case: hiding too much is the safe side.
         alternatives = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
-        object.__setattr__(self, "_pattern", re.compile(alternatives, re.IGNORECASE) if alternatives else None)
+        self._pattern = re.compile(alternatives, re.IGNORECASE) if alternatives else None
 
     def text(self, text: str) -> str:
         """Any text (an exception's, a non-JSON body, a message): the known secrets and signed URLs hidden."""
