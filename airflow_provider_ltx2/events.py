@@ -73,8 +73,10 @@ def timeout_event(wait: Wait) -> dict[str, Any]:
     return {"status": EVENT_TIMEOUT, **wait.job.to_dict(), "message": wait.timeout_message()}
 
 
-def error_event(job: Job, error: Ltx2Error) -> dict[str, Any]:
-    return {"status": EVENT_ERROR, **job.to_dict(), "error_class": type(error).__name__, "message": str(error)}
+def error_event(job: Job | None, error: Ltx2Error) -> dict[str, Any]:
+    """Any trigger's event for an error that ended its wait (with the job's fields when it waits for one)."""
+    fields = {} if job is None else job.to_dict()
+    return {"status": EVENT_ERROR, **fields, "error_class": type(error).__name__, "message": str(error)}
 
 
 def finished_event(job: Job, status: JobStatus, submitted_at: str | None) -> dict[str, Any]:
@@ -98,8 +100,15 @@ def capacity_event(wait: CapacityWait, woken_by: str) -> dict[str, Any]:
     return {"status": EVENT_CAPACITY, "woken_by": woken_by, "room": wait.to_dict()}
 
 
+def capacity_timeout_event(wait: CapacityWait) -> dict[str, Any]:
+    """``Ltx2CapacityTrigger``'s event at the deadline: the gateway had no room in time."""
+    return {"status": EVENT_TIMEOUT, "room": wait.to_dict(), "message": wait.timeout_message()}
+
+
 def read_capacity_event(event: Any) -> CapacityWait:
     """The wait for capacity carried by a capacity trigger's event; a timeout or error event is raised."""
+    if isinstance(event, dict) and event.get("status") == EVENT_ERROR:
+        raise _error_of(event)
     if not isinstance(event, dict) or not isinstance(event.get("room"), dict):
         raise Ltx2Error(f"Malformed event from the LTX-2 capacity trigger: {event!r}")
     wait = CapacityWait.from_dict(event["room"])

@@ -21,6 +21,13 @@ class Ltx2AuthError(Ltx2Error, AirflowFailException):
     """The gateway refused the subscription key (401/403) or the account has no balance (402)."""
 
 
+class Ltx2ConnectionNotFound(Ltx2Error):
+    """The ``ltx2`` connection is not defined (or was deleted while the task waited): nothing was sent.
+
+    Retried as Airflow retries: once the connection is back, a retry reattaches to a job already paid for.
+    """
+
+
 class Ltx2GenerationFailed(Ltx2Error):
     """The gateway reported the generation as failed, or the request is unknown to it."""
 

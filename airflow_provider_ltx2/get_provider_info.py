@@ -68,7 +68,7 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": CONN_FIELDS,
             }
         ],
-        "extra-links": ["airflow_provider_ltx2.links.Ltx2VideoLink"],
+        "extra-links": ["airflow_provider_ltx2.links.Ltx2VideoLink", "airflow_provider_ltx2.links.Ltx2BatchLink"],
         "task-decorators": [
             {"class-name": "airflow_provider_ltx2.decorators.ltx2.ltx2_video_task", "name": "ltx2_video"}
         ],

@@ -185,8 +185,10 @@ class Generation:
         """Fail before paying on a missing, empty or non-JPEG/PNG image."""
         storage.check_image(self.image, lambda url, size: self.hook.read_head(url, size, self.deadline))
 
-    def submit(self) -> Submitted:
-        """One paid submit; raises ``Ltx2Throttled`` when the gateway is at capacity (nothing was created)."""
+    def submit(self, capacity: CapacityWait) -> Submitted:
+        """One paid submit, once ``capacity.submit_delay`` lets it go (never past the deadline, never before the
+        gateway's ``Retry-After``); raises ``Ltx2Throttled`` when the gateway is at capacity (nothing was created)."""
+        time.sleep(capacity.submit_delay())
         signed = self.image.url_for_gateway()  # made afresh for every attempt; never stored nor logged
         try:
             job = self.hook.submit(
@@ -208,7 +210,7 @@ class Generation:
         hands the wait to the triggerer and does not return). Raises ``Ltx2Timeout`` at the deadline."""
         while True:
             try:
-                submitted = self.submit()
+                submitted = self.submit(capacity)
             except Ltx2Throttled as throttled:
                 capacity.throttled(throttled, self.log)  # raises Ltx2Timeout once the deadline leaves no chance
                 if defer is not None:

@@ -237,6 +237,23 @@ class CapacityWait:
             "concurrency limit (see the README's batches section), or raise the timeout."
         )
 
+    def submit_delay(self) -> float:
+        """The guard every paid submit passes, the single operator's and a batch's, in the worker and on a resume:
+        seconds until it may go (0: now; else the rest of the gateway's ``Retry-After``).
+
+        Raises ``Ltx2Timeout`` when it may not go before the deadline: nothing is paid after it.
+        """
+        now = time.time()
+        ready = now if self.throttled_at is None else max(now, self.not_before())
+        if ready >= self.deadline:
+            if self.attempts:
+                raise Ltx2Timeout(self.timeout_message())
+            raise Ltx2Timeout(
+                f"The deadline ({Deadline(self.deadline, self.limit).describe()}) passed before this submit: it was "
+                "not sent, nothing was paid for it."
+            )
+        return ready - now
+
     def got_in(self, log: logging.Logger | Any) -> None:
         if self.since is not None:
             log.info(

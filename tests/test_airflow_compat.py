@@ -126,4 +126,20 @@ def test_airflow_loads_the_connection_form_and_the_extra_link(airflow_home: Path
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded["form"] == EXPECTED_FORM, done.stderr[-3000:]
-    assert "airflow_provider_ltx2.links.Ltx2VideoLink" in loaded["links"]
+    assert {"airflow_provider_ltx2.links.Ltx2VideoLink", "airflow_provider_ltx2.links.Ltx2BatchLink"} <= set(
+        loaded["links"]
+    )
+
+
+def test_every_extra_link_of_the_provider_is_registered() -> None:
+    """Airflow 2.11 drops a link its providers manager does not know (with an error in the log)."""
+    from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoBatchOperator, Ltx2GenerateVideoOperator
+    from airflow_provider_ltx2.sensors.ltx2 import Ltx2VideoSensor
+
+    used = {
+        f"{type(link).__module__}.{type(link).__qualname__}"
+        for task in (Ltx2GenerateVideoOperator, Ltx2GenerateVideoBatchOperator, Ltx2VideoSensor)
+        for link in task.operator_extra_links
+    }
+    assert used == {"airflow_provider_ltx2.links.Ltx2VideoLink", "airflow_provider_ltx2.links.Ltx2BatchLink"}
+    assert used <= set(get_provider_info()["extra-links"])

@@ -134,7 +134,7 @@ def test_deferrable_hands_only_safe_kwargs_to_the_trigger(simulator: SimulatorPr
     assert KEY not in json.dumps(kwargs)
     assert set(kwargs) == {
         *("request_id", "deadline", "polling_url", "ltx2_conn_id", "poll_interval", "submitted_at"),
-        *("deadline_limit", "retry_policy", "read_timeout"),
+        *("deadline_limit", "retry_policy", "read_timeout", "not_before"),
     }
     assert kwargs["retry_policy"] == operator().hook.retry_policy.to_dict(), "the hook's retries go to the trigger"
     assert kwargs["request_id"] == ctx["ti"].xcom["request_id"]

@@ -20,7 +20,7 @@ from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.lifecycle import wait_in_worker
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
-from airflow_provider_ltx2.triggers.ltx2 import Ltx2CapacityTrigger, Ltx2VideoTrigger, capacity_freed
+from airflow_provider_ltx2.triggers.ltx2 import Ltx2CapacityTrigger, Ltx2VideoTrigger, capacity_queue
 from airflow_provider_ltx2.waits import CAPACITY_FALLBACK_FIRST, CapacityWait, Deadline, Wait
 from tests.conftest import KEY, Deferrals, RecordingLog, run_deferrable, task_context
 
@@ -141,6 +141,12 @@ def test_deferred_video_wait_ends_at_execution_timeout(simulator: SimulatorProce
 # ------------------------------------------------------------------------------------------ wake one
 
 
+def job_finished(gateway: Gateway) -> None:
+    """A job of ``gateway`` that a trigger polled in this event loop finished."""
+    with capacity_queue(gateway).running_jobs(1) as running:
+        running.ended(1)
+
+
 def waiting_rooms(count: int, retry_after: float = 0.0) -> list[dict[str, Any]]:
     """``count`` waits for room, the first one the longest-waiting; their Retry-After has passed."""
     rooms = []
@@ -162,7 +168,7 @@ def test_a_finished_job_wakes_the_longest_waiting_task_only(simulator: Simulator
         runs = [asyncio.ensure_future(anext(aiter(Ltx2CapacityTrigger(room).run()))) for room in reversed(rooms)]
         runs.reverse()  # runs[i] waits for rooms[i]; they joined the queue in the opposite order
         await asyncio.sleep(2.0)  # all three are waiting (each looked its connection up first)
-        capacity_freed(gateway)
+        job_finished(gateway)
         done, pending = await asyncio.wait(runs, timeout=3.0)
         for run in pending:
             run.cancel()
@@ -178,7 +184,7 @@ def test_a_wake_never_comes_before_the_gateways_retry_after(simulator: Simulator
         [room] = waiting_rooms(1, retry_after=1.5)
         run = asyncio.ensure_future(anext(aiter(Ltx2CapacityTrigger(room).run())))
         await asyncio.sleep(0.1)
-        capacity_freed(gateway)
+        job_finished(gateway)
         event = await asyncio.wait_for(run, timeout=5)
         return time.time() - CapacityWait.from_dict(event.payload["room"]).throttled_at  # type: ignore[operator]
 

@@ -8,6 +8,7 @@ with the jobs in flight and the failed rows, and finished rows are found by thei
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 
 PROGRESS_LOG_EVERY = 60.0
+NAMED_FAILED_ROWS = 5  # failed rows a batch's failure names (the manifest has them all)
+SHOWN_ERROR_CHARACTERS = 200
 
 
 @dataclass(frozen=True)
@@ -199,9 +202,10 @@ class BatchRun:
         a row the gateway refuses, or whose submit may have been charged unconfirmed, is a failed row.
         """
         progress = self.progress
-        if self.capacity is not None and time.time() < self.capacity.not_before():
-            return
+        capacity = self.capacity or CapacityWait.for_deadline(deadline, self.settings.poll_interval)
         while len(progress.in_flight) < self.settings.max_concurrent_jobs and progress.cursor < progress.total:
+            if capacity.submit_delay() > 0:  # the gateway's Retry-After: poll, or defer, meanwhile
+                return
             row = self.table.rows[progress.cursor]
             try:
                 planned = self._planned(row)
@@ -211,10 +215,10 @@ class BatchRun:
                     metrics.count(metrics.REUSED_VIDEOS)
                     continue
                 generation, fingerprint = planned
-                submitted = generation.submit()
+                submitted = generation.submit(capacity)
             except Ltx2Throttled as throttled:
-                self.capacity = self.capacity or CapacityWait.for_deadline(deadline, self.settings.poll_interval)
-                self.capacity.throttled(throttled, self.log)  # raises Ltx2Timeout when the deadline leaves no chance
+                self.capacity = capacity
+                capacity.throttled(throttled, self.log)  # raises Ltx2Timeout when the deadline leaves no chance
                 return
             except (Ltx2ValidationError, Ltx2GenerationFailed, Ltx2SubmitUnconfirmed) as error:
                 self._fail(row.id, FailedRow(str(error)))
@@ -224,6 +228,7 @@ class BatchRun:
             if self.capacity is not None:
                 self.capacity.got_in(self.log)
                 self.capacity = None
+                capacity = CapacityWait.for_deadline(deadline, self.settings.poll_interval)
             job = submitted.job
             self.pace.submitted(job.request_id, time.time())
             progress.in_flight.append(
@@ -398,12 +403,23 @@ class BatchRun:
         return result
 
     def raise_if_too_many_failed(self, result: Mapping[str, Any]) -> None:
-        if result[FAILED] > self.settings.max_failed_items:
-            raise Ltx2BatchFailed(
-                f"{result[FAILED]} rows of the batch failed, more than max_failed_items="
-                f"{self.settings.max_failed_items}; the {result[GENERATED] + result[REUSED]} videos made and the "
-                f"manifest {self.table.manifest_uri} are kept. Clear the task to try the failed rows again."
-            )
+        """Fail the task when more rows failed than ``max_failed_items`` allows, naming the first of them."""
+        if result[FAILED] <= self.settings.max_failed_items:
+            return
+        failed = self.progress.failed
+        named = "; ".join(
+            f"{shorten(row_id)}: {shorten(row.error, SHOWN_ERROR_CHARACTERS)}"
+            for row_id, row in itertools.islice(failed.items(), NAMED_FAILED_ROWS)
+        )
+        more = f"; and {len(failed) - NAMED_FAILED_ROWS} more" if len(failed) > NAMED_FAILED_ROWS else ""
+        missing = result[FAILED] - len(failed)  # rows whose video vanished after the batch delivered it
+        vanished = f"; {missing} rows have no video after the batch" if missing > 0 else ""
+        raise Ltx2BatchFailed(
+            f"{result[FAILED]} rows of the batch failed, more than max_failed_items={self.settings.max_failed_items} "
+            f"({named}{more}{vanished}); the {result[GENERATED] + result[REUSED]} videos made and the manifest "
+            f"{self.table.manifest_uri} are kept, with every failed row's error. Clear the task to try the failed "
+            "rows again."
+        )
 
     def result(self, counts: Mapping[str, int]) -> dict[str, Any]:
         """The task's return value: small whatever the table's size."""

@@ -19,7 +19,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ from airflow_provider_ltx2.api.redaction import hide_signed_urls
 from airflow_provider_ltx2.api.replies import Reply, TransportFailure, error_for_reply, gateway_message
 from airflow_provider_ltx2.api.retries import Attempts, RetryPolicy
 from airflow_provider_ltx2.exceptions import (
+    Ltx2ConnectionNotFound,
     Ltx2Error,
     Ltx2HttpError,
     Ltx2Timeout,
@@ -63,6 +64,21 @@ class _SharedPool:
 
     connector: aiohttp.TCPConnector
     users: int = 0
+
+
+@contextmanager
+def _looked_up(conn_id: str) -> Iterator[None]:
+    """A connection that is not defined is the provider's error (the task's failure handling reports it, in the
+    worker and through a trigger's error event alike), not Airflow's bare ``AirflowNotFoundException``."""
+    from airflow.exceptions import AirflowNotFoundException  # the Task SDK's own class on Airflow 3
+
+    try:
+        yield
+    except AirflowNotFoundException:
+        raise Ltx2ConnectionNotFound(
+            f"The LTX-2 connection {conn_id!r} is not defined (deleted or renamed?): nothing was sent to the gateway. "
+            "Define it again and clear the task: on Airflow 3.3+ a retry reattaches to a job already paid for."
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -147,7 +163,8 @@ class Ltx2Hook(BaseHook):
 
     @cached_property
     def gateway(self) -> Gateway:
-        conn = self.get_connection(self.ltx2_conn_id)
+        with _looked_up(self.ltx2_conn_id):
+            conn = self.get_connection(self.ltx2_conn_id)
         return self._checked(gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password, conn.extra_dejson))
 
     def _checked(self, gateway: Gateway) -> Gateway:
@@ -433,7 +450,8 @@ class Ltx2Hook(BaseHook):
     async def _alookup(self) -> _Route:
         from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 
-        conn = await get_async_connection(self.ltx2_conn_id, hook=self)
+        with _looked_up(self.ltx2_conn_id):
+            conn = await get_async_connection(self.ltx2_conn_id, hook=self)
         extra = await get_async_extra_dejson(conn)
         gateway = gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password, extra)
         # The extras, else HTTPS_PROXY/HTTP_PROXY/NO_PROXY and the CA variables, as requests decides them in the

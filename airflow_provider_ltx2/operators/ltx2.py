@@ -249,10 +249,10 @@ class Ltx2GenerateVideoOperator(Ltx2TaskMixin, BaseOperator):
         return result
 
     def _defer_for_capacity(self, capacity: CapacityWait) -> None:
-        from airflow_provider_ltx2.triggers.ltx2 import Ltx2CapacityTrigger  # not at DAG-parse time
+        from airflow_provider_ltx2.triggers.ltx2 import Ltx2CapacityTrigger, resume_not_before  # not at parse time
 
         self.defer(
-            trigger=Ltx2CapacityTrigger(capacity.to_dict(), self.ltx2_conn_id),
+            trigger=Ltx2CapacityTrigger(capacity.to_dict(), self.ltx2_conn_id, not_before=resume_not_before()),
             method_name="retry_submit",
             timeout=None,  # the trigger enforces the absolute deadline itself
         )
@@ -492,7 +492,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         return result
 
     def _defer_batch(self, run: BatchRun, deadline: Deadline) -> None:
-        from airflow_provider_ltx2.triggers.ltx2 import Ltx2BatchTrigger, resume_guard_seconds  # not at parse time
+        from airflow_provider_ltx2.triggers.ltx2 import Ltx2BatchTrigger, resume_not_before  # not at parse time
 
         capacity = run.capacity
         wake_at = None if capacity is None else time.time() + capacity.fallback_delay(head=not run.progress.in_flight)
@@ -507,7 +507,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
                 capacity=None if capacity is None else capacity.to_dict(),
                 retry_policy=self.hook.retry_policy.to_dict(),
                 read_timeout=self.hook.read_timeout,
-                not_before=time.time() + resume_guard_seconds(),
+                not_before=resume_not_before(),
             ),
             method_name="resume_batch",
             timeout=None,  # the trigger enforces the absolute deadline itself

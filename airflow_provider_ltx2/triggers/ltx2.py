@@ -14,7 +14,8 @@ import itertools
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +26,9 @@ from airflow_provider_ltx2.api.jobs import Job, JobStatus
 from airflow_provider_ltx2.api.retries import RetryPolicy
 from airflow_provider_ltx2.batches.progress import BatchProgress
 from airflow_provider_ltx2.events import (
-    EVENT_ERROR,
-    EVENT_TIMEOUT,
     batch_event,
     capacity_event,
+    capacity_timeout_event,
     error_event,
     step_event,
 )
@@ -47,17 +47,69 @@ async def _answer(hook: Ltx2Hook, job: Job, deadline: float) -> JobStatus | Ltx2
         return error
 
 
+def resume_guard_seconds() -> float:
+    """How long after a deferral a trigger holds back its event.
+
+    Airflow 3.3's scheduler fails a task whose trigger fired, and which it queued again, before the worker's
+    report that the deferring process ended reached it ("state mismatch": apache/airflow#66374, #67287,
+    #72716). That report comes up to ``[workers] min_heartbeat_interval`` seconds after the deferral, and a
+    job can end sooner (a retry reattaching to a finished job, a batch's short jobs, a capacity wait woken by
+    a job that ends just after), so every event waits that long and a scheduler loop more. ``[ltx2]
+    resume_guard_seconds`` sets it outright (0 where no scheduler runs, as under ``airflow dags test``).
+    Read in the worker: the worker's setting is what counts.
+    """
+    from airflow.providers.common.compat.sdk import conf
+
+    configured = conf.get("ltx2", "resume_guard_seconds", fallback="")
+    if configured:
+        return float(configured)
+    return conf.getfloat("workers", "min_heartbeat_interval", fallback=5.0) + SCHEDULER_LOOP_MARGIN
+
+
+def resume_not_before() -> float:
+    """The ``not_before`` of a trigger deferred to now (epoch seconds): see ``resume_guard_seconds``."""
+    return time.time() + resume_guard_seconds()
+
+
+class Ltx2Trigger(BaseTrigger):
+    """What the provider's triggers share: one event each, never before ``not_before``, and an error event for
+    any of the provider's errors (no connection, no key), so every failure reaches the task's own handling.
+
+    A subclass says how it waits (``wait``, returning its event) and how an error reads (``error_event``).
+    ``not_before`` is None in the kwargs of triggers deferred by 0.3 and earlier: no hold-back.
+    """
+
+    def __init__(self, not_before: float | None = None) -> None:
+        super().__init__()
+        self.not_before = not_before
+
+    async def wait(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def error_event(self, error: Ltx2Error) -> dict[str, Any]:
+        return error_event(None, error)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            event = await self.wait()
+        except Ltx2Error as error:  # the wait could not start or go on: the task fails with this error
+            event = self.error_event(error)
+        await asyncio.sleep(max(0.0, (self.not_before or 0.0) - time.time()))
+        yield TriggerEvent(event)
+
+
 def _classpath(trigger: BaseTrigger) -> str:
     return f"{type(trigger).__module__}.{type(trigger).__qualname__}"
 
 
-class Ltx2VideoTrigger(BaseTrigger):
+class Ltx2VideoTrigger(Ltx2Trigger):
     """Poll one LTX-2 request until it finishes, fails, or its absolute deadline passes; emit one event.
 
     Its kwargs are stored in plain text in the metadata DB and logged by the triggerer, so they hold
     only the request id, the gateway's polling URL, the connection id, the poll interval, the deadline
     (epoch seconds, so a restarted triggerer keeps the original deadline) and what set it, the submit
-    time, the retry policy and the read timeout (numbers). The key is fetched from the connection when the trigger runs.
+    time, the retry policy, the read timeout and ``not_before`` (numbers). The key is fetched from the
+    connection when the trigger runs.
     """
 
     def __init__(
@@ -71,8 +123,9 @@ class Ltx2VideoTrigger(BaseTrigger):
         deadline_limit: str = "timeout",
         retry_policy: dict[str, Any] | None = None,
         read_timeout: float = READ_TIMEOUT,
+        not_before: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(not_before)
         self.request_id = request_id
         self.deadline = deadline
         self.polling_url = polling_url
@@ -96,6 +149,7 @@ class Ltx2VideoTrigger(BaseTrigger):
             deadline_limit=wait.limit,
             retry_policy=hook.retry_policy.to_dict(),
             read_timeout=hook.read_timeout,
+            not_before=resume_not_before(),
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -111,93 +165,78 @@ class Ltx2VideoTrigger(BaseTrigger):
                 "deadline_limit": self.deadline_limit,
                 "retry_policy": self.retry_policy.to_dict(),
                 "read_timeout": self.read_timeout,
+                "not_before": self.not_before,
             },
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        job = Job(self.request_id, self.polling_url)
+    @property
+    def job(self) -> Job:
+        return Job(self.request_id, self.polling_url)
+
+    def error_event(self, error: Ltx2Error) -> dict[str, Any]:
+        return error_event(self.job, error)
+
+    async def wait(self) -> dict[str, Any]:
+        job = self.job
         wait = Wait(job, deadline=self.deadline, poll_interval=self.poll_interval, limit=self.deadline_limit)
         hook = Ltx2Hook(self.ltx2_conn_id, retry_policy=self.retry_policy, read_timeout=self.read_timeout)
-        try:
-            async with hook.aconnect() as gateway:
-                # Counted as running in this loop: when its job finishes, a waiter for capacity may go.
-                queue = _capacity_queue(gateway)
-                queue.running += 1
-                try:
-                    # Triggers created together (a mapped task, a triggerer restart) spread their first
-                    # polls over one interval instead of all hitting the gateway at once.
-                    await asyncio.sleep(
-                        random.uniform(0, max(0.0, min(self.poll_interval, self.deadline - time.time())))
-                    )
-                    while True:
-                        step = after_poll(wait, await _answer(hook, job, self.deadline), time.time())
-                        if step.news:
-                            self.log.info(step.news)
-                        if step.next is not Next.POLL:
-                            break
-                        wait = step.wait
-                        await asyncio.sleep(step.delay)
-                finally:
-                    queue.running -= 1
+        async with hook.aconnect() as gateway:
+            with capacity_queue(gateway).running_jobs(1) as running:
+                # Triggers created together (a mapped task, a triggerer restart) spread their first
+                # polls over one interval instead of all hitting the gateway at once.
+                await asyncio.sleep(random.uniform(0, max(0.0, min(self.poll_interval, self.deadline - time.time()))))
+                while True:
+                    step = after_poll(wait, await _answer(hook, job, self.deadline), time.time())
+                    if step.news:
+                        self.log.info(step.news)
+                    if step.next is not Next.POLL:
+                        break
+                    wait = step.wait
+                    await asyncio.sleep(step.delay)
                 if step.next is Next.FINISHED:
-                    capacity_freed(gateway)
-        except Ltx2Error as error:  # no connection, no key: the wait could not start
-            yield TriggerEvent(error_event(job, error))
-            return
-        yield TriggerEvent(step_event(step, self.submitted_at))
+                    running.ended(1)
+        return step_event(step, self.submitted_at)
 
 
-class Ltx2CapacityTrigger(BaseTrigger):
+class Ltx2CapacityTrigger(Ltx2Trigger):
     """Wait, without a worker slot, until a throttled task should try its submit again; emit one event.
 
     It wakes when a job on the same gateway finishes in this triggerer (the longest-waiting task first,
     one per finished job, never sooner than the gateway's ``Retry-After``), or when its fallback timer
     runs out (capacity freed by another triggerer or client), or at the deadline (a timeout event). The
-    kwargs are the connection id and the ``CapacityWait`` (numbers and the limit's name): no secret.
+    kwargs are the connection id, the ``CapacityWait`` (numbers and the limit's name) and ``not_before``.
     """
 
-    def __init__(self, room: dict[str, Any], ltx2_conn_id: str = Ltx2Hook.default_conn_name) -> None:
-        super().__init__()
+    def __init__(
+        self, room: dict[str, Any], ltx2_conn_id: str = Ltx2Hook.default_conn_name, not_before: float | None = None
+    ) -> None:
+        super().__init__(not_before)
         # The kwarg keeps its 0.2 name, ``room``: triggers in flight are stored with it.
         self.capacity = CapacityWait.from_dict(room)
         self.ltx2_conn_id = ltx2_conn_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return _classpath(self), {"room": self.capacity.to_dict(), "ltx2_conn_id": self.ltx2_conn_id}
+        return _classpath(self), {
+            "room": self.capacity.to_dict(),
+            "ltx2_conn_id": self.ltx2_conn_id,
+            "not_before": self.not_before,
+        }
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    async def wait(self) -> dict[str, Any]:
         capacity = self.capacity
-        queue = _capacity_queue(await Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id).agateway())
-        woken_by = await queue.wait(capacity)
+        woken_by = await capacity_queue(await Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id).agateway()).wait(capacity)
         if woken_by is None:
-            yield TriggerEvent(
-                {"status": EVENT_TIMEOUT, "room": capacity.to_dict(), "message": capacity.timeout_message()}
-            )
-            return
-        yield TriggerEvent(capacity_event(capacity, woken_by))
+            return capacity_timeout_event(capacity)
+        return capacity_event(capacity, woken_by)
 
 
-def resume_guard_seconds() -> float:
-    """How long after a deferral the batch trigger holds back its event.
-
-    Airflow 3.3's scheduler fails a task whose trigger fired, and which it queued again, before the worker's
-    report that the deferring process ended reached it ("state mismatch": apache/airflow#67287, #72716). That
-    report comes up to ``[workers] min_heartbeat_interval`` seconds after the deferral, and a batch's jobs
-    often end sooner, so its event waits that long and a scheduler loop more. ``[ltx2]
-    resume_guard_seconds`` sets it outright (0 where no scheduler runs, as under ``airflow dags test``).
-    Read in the worker: the worker's setting is what counts.
-    """
-    from airflow.providers.common.compat.sdk import conf
-
-    configured = conf.get("ltx2", "resume_guard_seconds", fallback="")
-    if configured:
-        return float(configured)
-    return conf.getfloat("workers", "min_heartbeat_interval", fallback=5.0) + SCHEDULER_LOOP_MARGIN
-
-
-class Ltx2BatchTrigger(BaseTrigger):
+class Ltx2BatchTrigger(Ltx2Trigger):
     """Poll every job a batch has in flight, over one session; emit one event when any of them ends (a slot
-    to fill, a video to deliver), when the batch's wait for capacity is over (``wake_at``), or at the deadline.
+    to fill, a video to deliver), when the batch's wait for capacity is over, or at the deadline.
+
+    Its jobs count as running on the gateway in this triggerer, and each that ends wakes one task waiting
+    for capacity there, as a video trigger's does. With nothing in flight it waits for capacity in the same
+    queue as the capacity triggers (a finish in this triggerer, or its fallback timer: ``wake_at``).
 
     The kwargs are the batch's progress (row ids, request ids, polling URLs, counts and the errors of failed
     rows: no secret, and bounded by the jobs in flight and the failed rows, never by the table), echoed back
@@ -217,9 +256,8 @@ class Ltx2BatchTrigger(BaseTrigger):
         read_timeout: float = READ_TIMEOUT,
         not_before: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(not_before)
         self.progress = BatchProgress.from_dict(batch)
-        self.not_before = not_before  # no event before this (epoch seconds): see ``resume_guard_seconds``
         self.deadline = deadline
         self.deadline_limit = deadline_limit
         self.ltx2_conn_id = ltx2_conn_id
@@ -246,20 +284,17 @@ class Ltx2BatchTrigger(BaseTrigger):
             },
         )
 
-    async def _event(self, ended: dict[str, dict[str, Any]], woken_by: str) -> TriggerEvent:
-        await asyncio.sleep(max(0.0, (self.not_before or 0.0) - time.time()))
-        return TriggerEvent(
-            batch_event(
-                self.progress.to_dict(),
-                ended,
-                woken_by=woken_by,
-                deadline=self.deadline,
-                deadline_limit=self.deadline_limit,
-                capacity=self.capacity,
-            )
+    def _event(self, ended: dict[str, dict[str, Any]], woken_by: str) -> dict[str, Any]:
+        return batch_event(
+            self.progress.to_dict(),
+            ended,
+            woken_by=woken_by,
+            deadline=self.deadline,
+            deadline_limit=self.deadline_limit,
+            capacity=self.capacity,
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    async def wait(self) -> dict[str, Any]:
         hook = Ltx2Hook(self.ltx2_conn_id, retry_policy=self.retry_policy, read_timeout=self.read_timeout)
         submitted_at = {flight.request_id: flight.submitted_at for flight in self.progress.in_flight}
         waits = {
@@ -268,14 +303,13 @@ class Ltx2BatchTrigger(BaseTrigger):
             )
             for flight in self.progress.in_flight
         }
-
-        try:
-            async with hook.aconnect():
+        async with hook.aconnect() as gateway:
+            queue = capacity_queue(gateway)
+            if not waits:  # nothing in flight: only capacity (or the deadline) wakes the batch
+                return self._event({}, await self._capacity_wait(queue) or "timer")
+            wake_at = min(self.deadline, self.wake_at or self.deadline)
+            with queue.running_jobs(len(waits)) as running:
                 while True:
-                    wake_at = min(self.deadline, self.wake_at or self.deadline)
-                    if not waits:  # nothing in flight: only the wait for capacity (or the deadline) wakes the batch
-                        await asyncio.sleep(max(0.0, wake_at - time.time()))
-                        break
                     ended: dict[str, dict[str, Any]] = {}
                     delay = self.poll_interval
                     replies = await asyncio.gather(*(_answer(hook, wait.job, self.deadline) for wait in waits.values()))
@@ -288,16 +322,20 @@ class Ltx2BatchTrigger(BaseTrigger):
                             delay = min(delay, step.delay)
                         else:
                             ended[request_id] = step_event(step, submitted_at[request_id])
+                            if step.next is Next.FINISHED:
+                                running.ended(1)
                     if ended:
-                        yield await self._event(ended, "finish")
-                        return
+                        return self._event(ended, "finish")
                     if time.time() >= wake_at:
-                        break
+                        return self._event({}, "timer")
                     await asyncio.sleep(max(0.0, min(delay, wake_at - time.time())))
-        except Ltx2Error as error:  # no connection, no key: the wait could not start
-            yield TriggerEvent({"status": EVENT_ERROR, "error_class": type(error).__name__, "message": str(error)})
-            return
-        yield await self._event({}, "timer")
+
+    async def _capacity_wait(self, queue: _CapacityQueue) -> str | None:
+        """Wait in the gateway's queue for capacity (a finish here, or the fallback timer), until the deadline."""
+        if self.capacity is None:
+            await asyncio.sleep(max(0.0, self.deadline - time.time()))
+            return None
+        return await queue.wait(CapacityWait.from_dict(self.capacity))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,20 +343,46 @@ class Ltx2BatchTrigger(BaseTrigger):
 # --------------------------------------------------------------------------------------------------
 
 
+class RunningJobs:
+    """Jobs of one gateway that a trigger polls in this event loop: each that finishes frees a slot there."""
+
+    def __init__(self, queue: _CapacityQueue, count: int) -> None:
+        self.queue = queue
+        self.count = count
+
+    def ended(self, finished: int) -> None:
+        """``finished`` of them finished: no longer running, and each wakes the longest-waiting task."""
+        self.count -= finished
+        self.queue.running -= finished
+        for _ in range(finished):
+            self.queue.wake_one()
+
+
 @dataclass
 class _CapacityQueue:
-    """The capacity triggers of one gateway in one event loop, longest-waiting first, and its running jobs.
+    """The capacity waiters of one gateway in one event loop, longest-waiting first, and its running jobs.
 
     A finished job frees one slot, so it wakes one waiter: waking them all would send every waiting task
-    back to a worker to meet one free slot. While jobs of the gateway run in this loop, room will come
-    through here, so the fallback timers stay long and restart whenever a job finishes; with none
-    running, the head of the queue watches the gateway's Retry-After instead.
+    back to a worker to meet one free slot. While jobs of the gateway run in this loop (a video trigger's, a
+    batch trigger's), room will come through here, so the fallback timers stay long and restart whenever a
+    job finishes; with none running, the head of the queue watches the gateway's Retry-After instead.
     """
 
     waiters: list[tuple[float, int, asyncio.Future[None]]] = field(default_factory=list)
-    running: int = 0  # video triggers of this gateway polling in this loop
+    running: int = 0  # jobs of this gateway that triggers poll in this loop
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     order: itertools.count[int] = field(default_factory=itertools.count)
+
+    @contextmanager
+    def running_jobs(self, count: int) -> Iterator[RunningJobs]:
+        """Count ``count`` jobs as running here while a trigger polls them; the ones that did not finish (the
+        deadline, an error, a cancelled trigger) stop counting when it stops, without waking anyone."""
+        running = RunningJobs(self, count)
+        self.running += count
+        try:
+            yield running
+        finally:
+            self.running -= running.count
 
     def wake_one(self) -> None:
         while self.waiters:
@@ -359,11 +423,7 @@ _CAPACITY_QUEUES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Gate
 )
 
 
-def _capacity_queue(gateway: Gateway) -> _CapacityQueue:
+def capacity_queue(gateway: Gateway) -> _CapacityQueue:
+    """The capacity queue of ``gateway`` in this event loop (one per gateway: base URL and key)."""
     queues = _CAPACITY_QUEUES.setdefault(asyncio.get_running_loop(), {})
     return queues.setdefault(gateway, _CapacityQueue())
-
-
-def capacity_freed(gateway: Gateway) -> None:
-    """A job on ``gateway`` finished in this event loop: let the longest-waiting task try its submit."""
-    _capacity_queue(gateway).wake_one()
