@@ -6,7 +6,9 @@ deferrable runs rebuild ``Ltx2BatchTrigger`` from its kwargs as the triggerer do
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -422,8 +424,10 @@ def test_a_failed_row_is_recorded_and_the_batch_goes_on(
     operator = batch(table, tmp_path, deferrable=deferrable, max_failed_items=max_failed_items)
     ctx = task_context()
     if max_failed_items == 0:
-        with pytest.raises(Ltx2BatchFailed, match="1 rows of the batch failed, more than max_failed_items=0"):
+        with pytest.raises(Ltx2BatchFailed, match="1 rows of the batch failed, more than max_failed_items=0") as raised:
             run(operator, ctx)
+        assert "('sku-1': 'LTX-2 generation ltx2-v-" in str(raised.value), "names the row and its error"
+        assert "simulated failure" in str(raised.value)
     else:
         assert run(operator, ctx)["failed"] == 1
     assert statuses(tmp_path) == {"sku-0": "generated", "sku-1": "failed", "sku-2": "generated", "sku-3": "generated"}
@@ -431,6 +435,64 @@ def test_a_failed_row_is_recorded_and_the_batch_goes_on(
     assert "simulated failure" in failed["error"] and failed["request_id"] and failed["output_uri"] is None
     assert sorted(path.name for path in tmp_path.glob("*.mp4")) == ["sku-0.mp4", "sku-2.mp4", "sku-3.mp4"]
     assert simulator.stats()["submits"] == 4 and not ctx["task_state_store"].values, "done: a clear starts anew"
+
+
+def test_a_batch_failure_names_its_first_failed_rows_shortened(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    table = rows(simulator, 8)
+    for row in table[:7]:
+        row["prompt"] += " [sim:fail]"
+    table[0]["id"] = "x" * 128  # the longest id accepted
+
+    with pytest.raises(Ltx2BatchFailed) as raised:
+        run(batch(table, tmp_path, max_concurrent_jobs=4))
+
+    message = str(raised.value)
+    assert message.startswith("7 rows of the batch failed, more than max_failed_items=0 (")
+    assert message.count("simulated failure") == 5 and "; and 2 more)" in message, "the first five, then a count"
+    assert "x" * 100 not in message and len(message) < 2000, "a long id or error is shortened"
+
+
+def test_a_batch_submits_nothing_after_its_deadline_in_the_worker(
+    simulator: SimulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its survey outlasted the deadline: no row is paid for after it."""
+    from airflow_provider_ltx2.batches import run as batch_run
+
+    surveyed = batch_run.survey
+
+    def slow_survey(*args: Any, **kwargs: Any) -> Any:
+        found = surveyed(*args, **kwargs)
+        time.sleep(1.2)
+        return found
+
+    monkeypatch.setattr(batch_run, "survey", slow_survey)
+    with pytest.raises(Ltx2Timeout, match=r"passed before this submit: it was not sent, nothing was paid"):
+        batch(rows(simulator, 2), tmp_path, timeout=1).execute(task_context())
+    assert simulator.stats()["submits"] == 0
+
+
+def test_a_deferred_batch_submits_nothing_after_its_deadline(simulator: SimulatorProcess, tmp_path: Path) -> None:
+    """Its slot freed just before the deadline and the task resumed just after: the next row is not paid."""
+    simulator.configure(queue_seconds=0, processing_seconds=0)
+    operator = batch(rows(simulator, 2), tmp_path, deferrable=True, max_concurrent_jobs=1)
+    ctx = task_context()
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(ctx)
+    kwargs = deferred.value.trigger.serialize()[1]
+    trigger = Ltx2BatchTrigger(**{**kwargs, "deadline": time.time() + 1.0})
+
+    async def first_event() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    event = asyncio.run(first_event())
+    assert event["woken_by"] == "finish", "its job ended before the deadline"
+    time.sleep(max(0.0, event["deadline"] - time.time()) + 0.1)
+    with pytest.raises(Ltx2Timeout, match="passed before this submit"):
+        operator.resume_batch(ctx, event)
+    assert simulator.stats()["submits"] == 1, "the second row was not submitted after the deadline"
+    assert (tmp_path / "sku-0.mp4").exists(), "the job that ended in time was delivered"
 
 
 def test_a_rerun_with_one_row_changed_and_one_added_pays_two(
@@ -628,35 +690,6 @@ def test_lineage_comes_from_the_finished_operator(simulator: SimulatorProcess, t
     facet = lineage.run_facets["ltx2_batch"]
     assert (facet.generated, facet.costUsd, facet.total) == (2, 1.2, 2)
     assert KEY not in repr(lineage)
-
-
-def test_the_trigger_holds_its_event_back_after_a_deferral(
-    simulator: SimulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Airflow 3.3's scheduler fails a task resumed before it heard that the deferring process ended."""
-    import asyncio
-    import time
-
-    from airflow_provider_ltx2.triggers.ltx2 import resume_guard_seconds
-
-    monkeypatch.delenv("AIRFLOW__LTX2__RESUME_GUARD_SECONDS")
-    monkeypatch.setenv("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "4")
-    assert resume_guard_seconds() == 4 + 5
-    monkeypatch.setenv("AIRFLOW__LTX2__RESUME_GUARD_SECONDS", "1.5")
-    assert resume_guard_seconds() == 1.5
-
-    simulator.configure(queue_seconds=0, processing_seconds=0)
-    with pytest.raises(TaskDeferred) as deferred:
-        batch(rows(simulator, 3), tmp_path, deferrable=True).execute(task_context())
-    kwargs = deferred.value.trigger.serialize()[1]
-    assert kwargs["not_before"] == pytest.approx(time.time() + 1.5, abs=1.0)
-
-    async def first_event() -> float:
-        async for _ in Ltx2BatchTrigger(**kwargs).run():
-            return time.time()
-        raise AssertionError("no event")
-
-    assert asyncio.run(first_event()) >= kwargs["not_before"], "the jobs ended at once, the event waited"
 
 
 def test_a_killed_writers_leftovers_are_cleared_once_and_only_the_batchs_own(

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
 
 from airflow_provider_ltx2.api.connection import Gateway
 from airflow_provider_ltx2.api.retries import RetryPolicy
@@ -128,6 +129,29 @@ def test_a_retry_after_past_the_deadline_fails_at_once(simulator: SimulatorProce
         run_deferrable(operator(deferrable=True, timeout=5), task_context())
 
     assert time.monotonic() - started < 3, "no point waiting for a slot the gateway says comes too late"
+
+
+def test_a_task_woken_for_capacity_after_its_deadline_pays_nothing(simulator: SimulatorProcess) -> None:
+    """Room came just before the deadline, the task resumed just after: the submit is not sent."""
+    fill_the_gateway(simulator, slots=1, job_seconds=60.0)
+    op, ctx = operator(deferrable=True, timeout=600), task_context()
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(ctx)
+    room = {**deferred.value.trigger.serialize()[1]["room"], "deadline": time.time() + 1.0}
+    room["throttled_at"] = time.time() - 100  # its Retry-After has passed
+
+    async def woken() -> dict[str, Any]:
+        waiting = asyncio.ensure_future(anext(aiter(Ltx2CapacityTrigger(room).run())))
+        await asyncio.sleep(0.2)
+        job_finished(Gateway(simulator.base_url, KEY))
+        return dict((await waiting).payload)
+
+    event = asyncio.run(woken())
+    assert event["woken_by"] == "finish"
+    time.sleep(max(0.0, room["deadline"] - time.time()) + 0.1)
+    with pytest.raises(Ltx2Timeout, match="no room for this task before its deadline"):
+        op.retry_submit(ctx, event)
+    assert simulator.stats()["jobs"] == 1, "only the job that filled the gateway: nothing paid after the deadline"
 
 
 def test_deferred_video_wait_ends_at_execution_timeout(simulator: SimulatorProcess) -> None:
