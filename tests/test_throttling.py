@@ -132,8 +132,9 @@ def test_a_retry_after_past_the_deadline_fails_at_once(simulator: SimulatorProce
 
 
 def test_a_task_woken_for_capacity_after_its_deadline_pays_nothing(simulator: SimulatorProcess) -> None:
-    """Room came just before the deadline, the task resumed just after: the submit is not sent."""
-    fill_the_gateway(simulator, slots=1, job_seconds=60.0)
+    """Room came just before the deadline, the task resumed just after: the submit is not sent, though the
+    gateway would take it now."""
+    fill_the_gateway(simulator, slots=1, job_seconds=1.0)
     op, ctx = operator(deferrable=True, timeout=600), task_context()
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(ctx)
@@ -152,6 +153,7 @@ def test_a_task_woken_for_capacity_after_its_deadline_pays_nothing(simulator: Si
     with pytest.raises(Ltx2Timeout, match="no room for this task before its deadline"):
         op.retry_submit(ctx, event)
     assert simulator.stats()["jobs"] == 1, "only the job that filled the gateway: nothing paid after the deadline"
+    assert simulator.stats()["submits"] == 2, "and nothing sent: the one 429 that deferred it"
 
 
 def test_deferred_video_wait_ends_at_execution_timeout(simulator: SimulatorProcess) -> None:
