@@ -188,7 +188,9 @@ class Generation:
     def submit(self, capacity: CapacityWait) -> Submitted:
         """One paid submit, once ``capacity.submit_delay`` lets it go (never past the deadline, never before the
         gateway's ``Retry-After``); raises ``Ltx2Throttled`` when the gateway is at capacity (nothing was created)."""
-        time.sleep(capacity.submit_delay())
+        delay = capacity.submit_delay()
+        if delay > 0:  # even sleep(0) hands the GIL over: a batch submits thousands of times
+            time.sleep(delay)
         signed = self.image.url_for_gateway()  # made afresh for every attempt; never stored nor logged
         try:
             job = self.hook.submit(

@@ -291,7 +291,7 @@ def write_sidecar(output_uri: str, conn_id: str | None, fields: Mapping[str, Any
     """Write the sidecar next to the MP4, in place only once whole, as the MP4."""
     target = _path(sidecar_uri(output_uri), conn_id)
     with written_in_place(target, clear_stale) as partial, partial.open("w") as out:
-        json.dump(fields, out, indent=2, sort_keys=True)
+        out.write(json.dumps(fields, indent=2, sort_keys=True))  # one write: each goes through fsspec's wrapper
 
 
 def read_sidecar(output_uri: str, conn_id: str | None) -> dict[str, Any] | None:

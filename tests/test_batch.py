@@ -7,6 +7,7 @@ deferrable runs rebuild ``Ltx2BatchTrigger`` from its kwargs as the triggerer do
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
@@ -548,6 +549,36 @@ def test_a_retry_goes_on_from_the_jobs_an_earlier_try_paid_for(
         "Going on with the batch of an earlier try: 0 of 5 rows settled, 2 in flight" in m for m in log.messages()
     )
     assert BATCH_STATE_KEY not in store.values
+
+
+class RecordedStore(FakeStateStore):
+    """A state store that keeps, for each write, when it came and which paid jobs the progress held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[float, set[str]]] = []
+
+    def set(self, key: str, value: Any) -> None:
+        super().set(key, value)
+        if key == BATCH_STATE_KEY:
+            known = {flight["request_id"] for flight in value["in_flight"]}
+            self.writes.append((time.time(), known))
+
+
+def test_every_paid_job_is_recorded_before_the_next_submit_with_about_one_write_per_row(
+    simulator: SimulatorProcess, tmp_path: Path, deferrable: bool
+) -> None:
+    """Writes cost a metadata DB round trip each: settled rows ride along with the next paid job's record."""
+    simulator.configure(queue_seconds=0, processing_seconds=0.2)
+    store = RecordedStore()
+    run(batch(rows(simulator, 12), tmp_path, deferrable=deferrable, max_concurrent_jobs=3), task_context(store))
+
+    jobs = sorted(simulator.stats()["job_times"], key=lambda job: job["started"])
+    assert len(jobs) == 12
+    for job, following in itertools.pairwise(jobs):
+        recorded = [at for at, known in store.writes if job["request_id"] in known and at <= following["started"]]
+        assert recorded, f"{job['request_id']} was not in the task state store before the next submit"
+    assert 12 <= len(store.writes) <= 12 + 6, f"{len(store.writes)} writes for 12 rows"
 
 
 def test_without_a_state_store_a_retry_says_what_it_costs(

@@ -179,6 +179,7 @@ class BatchRun:
         self.capacity: CapacityWait | None = None  # set while the gateway refuses submits for capacity
         self.waits: dict[str, Wait] = {}
         self.pace = JobPace(settings.poll_interval)  # when to poll each job, in the worker
+        self.unsaved = False  # settled rows not yet in the task state store
 
     @classmethod
     def start(
@@ -223,7 +224,7 @@ class BatchRun:
             except (Ltx2ValidationError, Ltx2GenerationFailed, Ltx2SubmitUnconfirmed) as error:
                 self._fail(row.id, FailedRow(str(error)))
                 progress.cursor += 1
-                self.record.save_progress(progress)
+                self.save()
                 continue
             if self.capacity is not None:
                 self.capacity.got_in(self.log)
@@ -236,7 +237,7 @@ class BatchRun:
             )
             progress.paid += 1
             progress.cursor += 1
-            self.record.save_progress(progress)  # at once: a retry must find every paid job
+            self.save()  # at once: a retry must find every paid job
 
     def _planned(self, row: Row) -> tuple[Generation, str] | None:
         """The row's generation to submit and its fingerprint, or None when an earlier run's video is reused.
@@ -285,8 +286,17 @@ class BatchRun:
                     self._deliver(self.table.row(flight.row), flight, outcome)
                 progress.in_flight.remove(flight)
                 self.waits.pop(flight.request_id, None)
-        finally:
-            self.record.save_progress(progress)  # what was settled stays settled, even when the batch stops
+        except BaseException:
+            self.save()  # what was settled stays settled when the batch stops
+            raise
+        # Saved with the next paid submit's record (``fill``), or before the batch waits (``save``): a write costs
+        # a round trip to the metadata DB, and a settled row still recorded as in flight is only delivered again.
+        self.unsaved = True
+
+    def save(self) -> None:
+        """Record the progress in the task state store (every paid job is, before the next submit)."""
+        self.record.save_progress(self.progress)
+        self.unsaved = False
 
     def _deliver(self, row: Row, flight: InFlight, delivered: Delivered) -> None:
         try:
@@ -346,6 +356,8 @@ class BatchRun:
             self.report()
             if self.progress.done:
                 break
+            if self.unsaved:
+                self.save()
             wake = [self.pace.next_due(), deadline.at]
             if self.capacity is not None and len(self.progress.in_flight) < self.settings.max_concurrent_jobs:
                 wake.append(

@@ -451,7 +451,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
                 self.log.info("Dry run: nothing was paid. The plan is in %s", table.manifest_uri)
                 self.batch_result = result
                 return result
-            record.save_progress(run.progress)
+            run.save()
             return self._advance(context, run, deadline)
 
     def resume_batch(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -483,7 +483,7 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         else:
             run.fill(deadline)
         if not run.progress.done:
-            run.record.save_progress(run.progress)
+            run.save()
             self._defer_batch(run, deadline)
         result = run.finish()
         run.record.forget()  # the manifest is written: a cleared task starts anew, reusing what was made
