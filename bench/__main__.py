@@ -10,16 +10,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import batch_scale, batches, download, latency, parse, triggers
+from bench import batch_scale, batches, download, latency, parse, real_batch, triggers
 from bench.common import KEY, Table, machine_info, raise_fd_limit
 
-TABLES = ("triggers", "parse", "download", "latency", "batches")
+TABLES = ("triggers", "parse", "download", "latency", "batches", "real-batch")
+DEFAULT_TABLES = TABLES[:-1]  # real-batch (table 7) runs only when named: --only real-batch
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--only", default=",".join(TABLES), help=f"comma-separated tables to run ({', '.join(TABLES)}; default all)"
+        "--only",
+        default=",".join(DEFAULT_TABLES),
+        help=f"comma-separated tables to run ({', '.join(TABLES)}; default all but real-batch)",
     )
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     group = parser.add_argument_group(
@@ -72,6 +75,22 @@ def main() -> None:
     group.add_argument(
         "--batch-scale-cap", type=float, default=scale.cap_seconds, help="seconds before an unfinished batch is stopped"
     )
+    real = real_batch.RealBatchSettings()
+    group = parser.add_argument_group(
+        "a batch in a real Airflow task (table 7, only with --only real-batch)",
+        "The batch operator under `airflow dags test` (SQLite), and where its time goes per row: about 3 minutes.",
+    )
+    group.add_argument("--real-batch-rows", type=int, default=real.rows, help="rows of the batch")
+    group.add_argument(
+        "--real-batch-limits", default=",".join(map(str, real.limits)), help="max_concurrent_jobs, a plain run each"
+    )
+    group.add_argument(
+        "--real-batch-profile-limits",
+        default=",".join(map(str, real.profile_limits)),
+        help="max_concurrent_jobs also run under cProfile, '' for none",
+    )
+    group.add_argument("--real-batch-poll-interval", type=float, default=real.poll_interval)
+    group.add_argument("--real-batch-profiles", default=None, help="a folder to keep the .prof files in")
     args = parser.parse_args()
     chosen = [name for name in TABLES if name in args.only.split(",")]
     unknown = {name for name in args.only.split(",") if name.strip()} - set(TABLES)
@@ -96,6 +115,13 @@ def main() -> None:
         poll_interval=args.batch_poll_interval,
     )
     scale = batch_scale.ScaleSettings(rows=args.batch_scale_rows, cap_seconds=args.batch_scale_cap)
+    real = real_batch.RealBatchSettings(
+        rows=args.real_batch_rows,
+        limits=tuple(numbers(args.real_batch_limits)),
+        profile_limits=tuple(numbers(args.real_batch_profile_limits)),
+        poll_interval=args.real_batch_poll_interval,
+        profile_dir=args.real_batch_profiles,
+    )
 
     # Airflow reads its home at import: give the workers a private one, and keep example DAGs out of it.
     with tempfile.TemporaryDirectory(prefix="ltx2-bench-airflow-") as home:
@@ -103,7 +129,7 @@ def main() -> None:
         os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "false")
         # Inherited by the simulator and the workers: one socket per connection, and the baseline opens one per poll.
         raise_fd_limit(max((setting.n for setting in pollers), default=0) + 1024)
-        run(chosen, pollers, batch, scale, args.output)
+        run(chosen, pollers, batch, scale, real, args.output)
 
 
 def numbers(text: str) -> list[int]:
@@ -123,6 +149,7 @@ def run(
     pollers: list[triggers.Setting],
     batch: batches.Settings,
     scale: batch_scale.ScaleSettings,
+    real: real_batch.RealBatchSettings,
     output: Path,
 ) -> None:
     from airflow_provider_ltx2.simulator.process import SimulatorProcess
@@ -144,6 +171,8 @@ def run(
                 made = [download.run(sim)]
             elif name == "latency":
                 made = [latency.run(sim)]
+            elif name == "real-batch":
+                made = [real_batch.run(real)]
             else:
                 made = [batches.run(sim, batch)]
                 if scale.rows:  # after table 5's batches, so that it has the machine to itself
