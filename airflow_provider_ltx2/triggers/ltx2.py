@@ -236,7 +236,8 @@ class Ltx2BatchTrigger(Ltx2Trigger):
 
     Its jobs count as running on the gateway in this triggerer, and each that ends wakes one task waiting
     for capacity there, as a video trigger's does. With nothing in flight it waits for capacity in the same
-    queue as the capacity triggers (a finish in this triggerer, or its fallback timer: ``wake_at``).
+    queue as the capacity triggers (a finish in this triggerer, or the queue's fallback timer); with jobs in
+    flight and a wait for capacity, ``wake_at`` ends the round early, so the task tries its next submit.
 
     The kwargs are the batch's progress (row ids, request ids, polling URLs, counts and the errors of failed
     rows: no secret, and bounded by the jobs in flight and the failed rows, never by the table), echoed back
