@@ -17,6 +17,7 @@ from airflow_provider_ltx2 import metrics, xcom
 from airflow_provider_ltx2.api.connection import Gateway
 from airflow_provider_ltx2.events import read_batch_event, read_capacity_event, read_event
 from airflow_provider_ltx2.exceptions import Ltx2ConnectionNotFound
+from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
 from airflow_provider_ltx2.triggers.ltx2 import Ltx2BatchTrigger, capacity_queue, resume_guard_seconds
 from airflow_provider_ltx2.waits import CapacityWait
@@ -98,6 +99,27 @@ def test_every_trigger_holds_an_early_event_back_until_the_scheduler_can_take_it
         getattr(task, deferred.method_name)(context, event=event)
     except TaskDeferred as next_wait:
         assert next_wait.trigger.serialize()[1]["not_before"] >= time.time() + guard - 0.5
+
+
+def test_a_batch_trigger_held_back_brings_every_job_that_ended_meanwhile(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    """One resume per hold-back, not per job: a job ending during the hold-back goes with the first."""
+    simulator.configure(queue_seconds=0, processing_seconds=0)
+    _, _, deferred = defer("batch", simulator, tmp_path)
+    kwargs = deferred.trigger.serialize()[1]
+    simulator.configure(processing_seconds=1.0)
+    later = Ltx2Hook().submit({"image_url": f"{simulator.base_url}/files/sample.jpg", "prompt": "a later job"})
+    kwargs["batch"]["in_flight"].append(
+        {"row": "later", "request_id": later.request_id, "polling_url": later.polling_url, "submitted_at": None}
+        | {"fingerprint": "f"}
+    )
+    trigger = rebuilt(deferred.trigger, batch=kwargs["batch"], not_before=time.time() + 2.0, poll_interval=0.1)
+
+    event, _ = first_event(trigger)
+
+    in_flight = {flight["request_id"] for flight in kwargs["batch"]["in_flight"]}
+    assert set(event["ended"]) == in_flight and len(in_flight) == 3, "the two instant jobs and the later one"
 
 
 def test_a_trigger_deferred_by_an_earlier_version_has_no_hold_back(simulator: SimulatorProcess, tmp_path: Path) -> None:

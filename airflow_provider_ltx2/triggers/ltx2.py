@@ -309,9 +309,9 @@ class Ltx2BatchTrigger(Ltx2Trigger):
             if not waits:  # nothing in flight: only capacity (or the deadline) wakes the batch
                 return self._event({}, await self._capacity_wait(queue) or "timer")
             wake_at = min(self.deadline, self.wake_at or self.deadline)
+            ended: dict[str, dict[str, Any]] = {}
             with queue.running_jobs(len(waits)) as running:
                 while True:
-                    ended: dict[str, dict[str, Any]] = {}
                     delay = self.poll_interval
                     replies = await asyncio.gather(*(_answer(hook, wait.job, self.deadline) for wait in waits.values()))
                     for request_id, reply in zip(list(waits), replies, strict=True):
@@ -321,15 +321,20 @@ class Ltx2BatchTrigger(Ltx2Trigger):
                         if step.next is Next.POLL:
                             waits[request_id] = step.wait
                             delay = min(delay, step.delay)
-                        else:
-                            ended[request_id] = step_event(step, submitted_at[request_id])
-                            if step.next is Next.FINISHED:
-                                running.ended(1)
-                    if ended:
+                            continue
+                        ended[request_id] = step_event(step, submitted_at[request_id])
+                        del waits[request_id]
+                        if step.next is Next.FINISHED:
+                            running.ended(1)
+                    # An event before ``not_before`` is held back anyway: the jobs that end meanwhile go with it, so
+                    # the resume fills every slot they free instead of one round per hold-back.
+                    held_back = (self.not_before or 0.0) - time.time()
+                    if ended and (held_back <= 0 or not waits):
                         return self._event(ended, "finish")
-                    if time.time() >= wake_at:
+                    if not ended and time.time() >= wake_at:
                         return self._event({}, "timer")
-                    await asyncio.sleep(max(0.0, min(delay, wake_at - time.time())))
+                    until = held_back if ended else wake_at - time.time()
+                    await asyncio.sleep(max(0.0, min(delay, until)))
 
     async def _capacity_wait(self, queue: _CapacityQueue) -> str | None:
         """Wait in the gateway's queue for capacity (a finish here, or the fallback timer), until the deadline."""
