@@ -303,6 +303,32 @@ def test_fault_status_retry_after_and_count(sim: Gateway) -> None:
     assert sim.config()["faults"] == []
 
 
+def test_a_fault_with_a_probability_answers_that_share_of_its_requests(sim: Gateway) -> None:
+    sim.config(faults=[{"on": "poll", "status": 503, "probability": 0.0, "count": 1000}])
+    assert {sim.poll("ltx2-v-nope").status_code for _ in range(30)} == {404}, "probability 0: never"
+    assert sim.config()["faults"][0]["count"] == 1000, "a request passed over does not count"
+
+    sim.config(faults=[{"on": "poll", "status": 503, "probability": 1, "count": 3}])
+    assert [sim.poll("ltx2-v-nope").status_code for _ in range(5)] == [503] * 3 + [404] * 2, "count still bounds it"
+
+    # Passed over, a request goes on to the next fault: here one that always answers 502.
+    faults = [{"on": "poll", "status": 503, "probability": 0.3, "count": 10_000}, {"on": "poll", "status": 502}]
+    sim.config(faults=faults)
+    with requests.Session() as session:
+        answers = [
+            session.post(f"{sim.base}{RESULT}", json={"request_id": "x"}, headers=sim.headers(OWN_KEY), timeout=5)
+            for _ in range(400)
+        ]
+    codes = [answer.status_code for answer in answers]
+    faulted = codes.count(503)
+    assert codes[codes.index(502) + 1 :].count(502) == 0, "the plain fault answered once, then was used up"
+    assert codes.count(502) == 1 and codes.count(404) == 400 - faulted - 1
+    assert 70 <= faulted <= 170, f"about 30% of 400 polls, not {faulted}"
+    [left] = sim.config()["faults"]
+    assert (left["probability"], left["count"]) == (0.3, 10_000 - faulted)
+    assert sim.stats()["throttled"] == NO_CALLS, "scripted faults are not the limits' 429s"
+
+
 def test_fault_targets_only_its_endpoint_and_http_date_is_verbatim(sim: Gateway) -> None:
     date = "Wed, 21 Oct 2037 07:28:00 GMT"
     sim.config(faults=[{"on": "poll", "status": 503, "retry_after": date}])
@@ -428,6 +454,13 @@ def test_config_validation_and_reset(sim: Gateway) -> None:
         {"faults": [{"status": 99}]},
         {"faults": [{"status": 500, "count": 0}]},
         {"faults": [{"status": 500, "colour": "red"}]},
+        {"faults": [{"status": 500, "probability": 1.5}]},
+        {"faults": [{"status": 500, "probability": -0.1}]},
+        {"faults": [{"status": 500, "probability": "0.5"}]},
+        {"faults": [{"status": 500, "probability": True}]},
+        {"processing_seconds_max": -1},
+        {"processing_seconds_max": "30"},
+        {"processing_seconds": 3, "processing_seconds_max": 2},
         {"bogus": 1},
     ]
     for values in bad:
@@ -771,3 +804,36 @@ def test_state_file_survives_restart(tmp_path: Path) -> None:
         assert media.startswith(second.base) and requests.get(media, timeout=5).content == SAMPLE
         ended = {job["request_id"]: job["ended"] for job in second.stats()["job_times"]}
         assert ended[long_id] is None and ended[request_id] == pytest.approx(started_at[request_id] + 0.6)
+
+
+def test_job_lengths_drawn_from_a_range_are_kept_across_a_restart(tmp_path: Path) -> None:
+    """Each job's processing time is drawn once, at its submit, and kept with the job in the state file:
+    a simulator restarted with other flags ends the jobs it had when their own drawn lengths say."""
+    state = tmp_path / "jobs.json"
+    args = ("--state-file", str(state), "--queue-seconds", "0")
+    with started(*args, "--processing-seconds", "0.3", "--processing-seconds-max", "1.2") as first:
+        config = first.config()
+        assert (config["processing_seconds"], config["processing_seconds_max"]) == (0.3, 1.2)
+        ids = [first.submit().json()["request_id"] for _ in range(12)]
+        assert first.config(processing_seconds_max=None)["processing_seconds_max"] is None
+        steady = first.submit().json()["request_id"]
+    drawn = {job["request_id"]: job["processing_seconds"] for job in json.loads(state.read_text())["jobs"]}
+    assert all(0.3 <= drawn[request_id] <= 1.2 for request_id in ids), drawn
+    assert len({round(drawn[request_id], 3) for request_id in ids}) > 6, f"drawn per job: {drawn}"
+    assert drawn[steady] == 0.3, "without a maximum every job takes processing_seconds, as before"
+
+    with started(*args, "--processing-seconds", "30") as second:
+        assert second.config()["processing_seconds_max"] is None
+        deadline = time.monotonic() + 10
+        times = second.stats()["job_times"]
+        while any(job["ended"] is None for job in times):
+            assert time.monotonic() < deadline, times
+            time.sleep(0.1)
+            times = second.stats()["job_times"]
+    for job in times:
+        assert job["ended"] - job["started"] == pytest.approx(drawn[job["request_id"]], abs=1e-3), job
+
+
+def test_a_processing_maximum_below_the_minimum_is_refused() -> None:
+    with pytest.raises(SystemExit, match="--processing-seconds-max must be >= --processing-seconds"):
+        simulator_main(["--processing-seconds", "5", "--processing-seconds-max", "4"])

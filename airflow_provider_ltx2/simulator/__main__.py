@@ -16,10 +16,14 @@ from pathlib import Path
 from airflow_provider_ltx2.simulator import DEFAULT_KEY
 
 EPILOG = """\
-At run time POST /_sim/config changes protocol, queue_seconds, processing_seconds, outcome,
-video_padding_bytes, response_delay_seconds, render, faults, max_concurrent_jobs and
-rate_limit_per_minute; POST /_sim/reset restores the values given here. GET /_sim/stats counts the calls,
-the 429s the limits answered ("throttled": {"submit", "poll"}) and each job's start and end ("job_times").
+At run time POST /_sim/config changes protocol, queue_seconds, processing_seconds,
+processing_seconds_max, outcome, video_padding_bytes, response_delay_seconds, render, faults,
+max_concurrent_jobs and rate_limit_per_minute; POST /_sim/reset restores the values given here. A fault
+({"on", "status", "count", "retry_after", "body", "drop_connection", "probability"}) answers the next
+"count" matching requests, or with "probability" p (0 to 1) each matching request with chance p until it
+has answered "count" of them: {"on": "poll", "status": 503, "probability": 0.03, "count": 1000000} makes
+3% of polls a 503. GET /_sim/stats counts the calls, the 429s the limits answered ("throttled":
+{"submit", "poll"}) and each job's start and end ("job_times").
 """
 
 
@@ -49,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", choices=("legacy", "universal"), default="legacy")
     parser.add_argument("--queue-seconds", type=float, default=1.0, help="time a job stays queued")
     parser.add_argument("--processing-seconds", type=float, default=2.0, help="time a job stays processing")
+    parser.add_argument(
+        "--processing-seconds-max",
+        type=float,
+        default=None,
+        metavar="S",
+        help="draw each job's processing time uniformly from [--processing-seconds, S] at its submit (kept "
+        "with the job, also in --state-file); default: every job takes --processing-seconds",
+    )
     parser.add_argument("--state-file", type=Path, default=None, help="keep jobs in this JSON file across restarts")
     parser.add_argument(
         "--render",
@@ -94,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.queue_seconds < 0 or args.processing_seconds < 0:
         raise SystemExit("ltx2-simulator: --queue-seconds and --processing-seconds must be >= 0")
+    if args.processing_seconds_max is not None and args.processing_seconds_max < args.processing_seconds:
+        raise SystemExit("ltx2-simulator: --processing-seconds-max must be >= --processing-seconds")
     try:
         render = render_mode(args.render)
     except ValueError as error:
@@ -107,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         protocol=args.protocol,
         queue_seconds=args.queue_seconds,
         processing_seconds=args.processing_seconds,
+        processing_seconds_max=args.processing_seconds_max,
         render=render,
         max_concurrent_jobs=args.max_concurrent_jobs,
         rate_limit_per_minute=args.rate_limit_per_minute,

@@ -27,6 +27,7 @@ import contextlib
 import functools
 import json
 import os
+import random
 import shutil
 import signal
 import ssl
@@ -102,7 +103,11 @@ def prompt_outcome(prompt: Any) -> str | None:
 
 @dataclass
 class Fault:
-    """One scripted misbehaviour, answered to the next ``count`` matching requests instead of the handler."""
+    """One scripted misbehaviour, answered to the next ``count`` matching requests instead of the handler.
+
+    With ``probability`` (0 to 1) each matching request is answered by it only with that chance (a request
+    it passes over goes on to the next fault, then the real handler); ``count`` then bounds how many it answers.
+    """
 
     on: str = "any"
     status: int = 503
@@ -110,6 +115,7 @@ class Fault:
     retry_after: str | None = None
     body: str = "json"
     drop_connection: bool = False
+    probability: float | None = None
 
 
 @dataclass
@@ -119,6 +125,9 @@ class SimConfig:
     protocol: str = "legacy"
     queue_seconds: float = 1.0
     processing_seconds: float = 2.0
+    # None: every job processes ``processing_seconds``; else each job's time is drawn uniformly from
+    # [processing_seconds, processing_seconds_max] at its submit (and kept with the job).
+    processing_seconds_max: float | None = None
     outcome: str = "succeed"
     video_padding_bytes: int = 0
     response_delay_seconds: float = 0.0
@@ -184,7 +193,23 @@ def parse_fault(raw: Any) -> Fault:
         fault.retry_after = str(fault.retry_after)
     if fault.retry_after is not None and not isinstance(fault.retry_after, str):
         raise ValueError("fault.retry_after must be a string (seconds or an HTTP date)")
+    if fault.probability is not None:
+        probability = fault.probability
+        if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 <= probability <= 1:
+            raise ValueError("fault.probability must be a number from 0 to 1, or null (every matching request)")
+        fault.probability = float(probability)
     return fault
+
+
+def check_processing_range(config: SimConfig) -> SimConfig:
+    """Refuse a ``processing_seconds_max`` below ``processing_seconds`` (an empty range)."""
+    top = config.processing_seconds_max
+    if top is not None and top < config.processing_seconds:
+        raise ValueError(
+            f"processing_seconds_max ({top:g}) must be >= processing_seconds ({config.processing_seconds:g}), "
+            "or null (every job takes processing_seconds)"
+        )
+    return config
 
 
 def apply_config(config: SimConfig, raw: Any) -> SimConfig:
@@ -210,9 +235,11 @@ def apply_config(config: SimConfig, raw: Any) -> SimConfig:
             if not isinstance(value, list):
                 raise ValueError("faults must be a list")
             changes[name] = [parse_fault(item) for item in value]
+        elif name == "processing_seconds_max":
+            changes[name] = None if value is None else _number(name, value)
         else:
             changes[name] = _number(name, value)
-    return replace(config, **changes)
+    return check_processing_range(replace(config, **changes))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -346,6 +373,7 @@ class Simulator:
         self.render_dir: Path | None = None
         self.render_pool: ThreadPoolExecutor | None = None
         self.stopping = threading.Event()
+        self.random = random.Random()  # job lengths and fault chances, not secrets
         self.reset_counters()
         self.load_state()
 
@@ -410,13 +438,20 @@ class Simulator:
             params=params,
             outcome=prompt_outcome(params.get("prompt")) or cfg.outcome,
             queue_seconds=cfg.queue_seconds,
-            processing_seconds=cfg.processing_seconds,
+            processing_seconds=self.draw_processing_seconds(),
             padding_bytes=cfg.video_padding_bytes,
             render=cfg.render == "always" or (cfg.render == "auto" and clips.available()),
         )
         self.jobs[job.request_id] = job
         self.save_state()
         return job
+
+    def draw_processing_seconds(self) -> float:
+        """A new job's processing time: ``processing_seconds``, or uniform up to ``processing_seconds_max``."""
+        low, high = self.config.processing_seconds, self.config.processing_seconds_max
+        if high is None or high <= low:
+            return low
+        return self.random.uniform(low, high)
 
     def queue_position(self, job: Job, now: float) -> int:
         ahead = sum(1 for j in self.jobs.values() if j.created < job.created and j.phase(now) == "queued")
@@ -540,6 +575,8 @@ class Simulator:
     def take_fault(self, kind: str) -> Fault | None:
         for fault in self.config.faults:
             if fault.on in (kind, "any") and fault.count > 0:
+                if fault.probability is not None and self.random.random() >= fault.probability:
+                    continue  # passed over this time: the next fault, or the real handler
                 fault.count -= 1
                 if fault.count == 0:
                     self.config.faults.remove(fault)
