@@ -33,7 +33,11 @@ def _deploy(tmp_path_factory: pytest.TempPathFactory, broker_url: str | None = N
     workdir = os.environ.get("LTX2_E2E_WORKDIR")
     root = Path(workdir) if workdir else tmp_path_factory.mktemp("e2e")
     pg_bin = Path(os.environ.get("LTX2_E2E_PG_BIN", "/usr/bin"))
-    deployed = Deployment(database_url, pg_bin, root, broker_url=broker_url)
+    yield from served(Deployment(database_url, pg_bin, root, broker_url=broker_url))
+
+
+def served(deployed: Deployment) -> Iterator[Deployment]:
+    """Bring ``deployed`` up for a fixture and stop it after; a failed start prints what went wrong."""
     try:
         deployed.up()
     except BaseException:

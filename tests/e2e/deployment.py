@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
@@ -655,6 +656,20 @@ class Deployment:
         for path in sorted(self.task_logs(), key=lambda p: p.stat().st_mtime)[-4:]:
             parts.append(f"== {path.relative_to(self.home)} (last lines)\n{self.tail(path, 30)}")
         return "\n".join(parts)
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """A task log's JSON lines that carry a ``timestamp``, each with it as epoch seconds (``at``) too."""
+    lines = []
+    for text in path.read_text(errors="replace").splitlines():
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(line, dict) and "timestamp" in line:
+            line["at"] = datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00")).timestamp()
+            lines.append(line)
+    return lines
 
 
 def generations(e2e: Deployment, runs: list[Run]) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ slots must stay busy. Through an Airflow pool sized to the limit nothing is thro
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +19,7 @@ import pytest
 
 from airflow_provider_ltx2.simulator.limits import slot_utilisation
 from tests.e2e.conftest import jobs_of
-from tests.e2e.deployment import FINISHED, GATEWAY_SLOTS, Deployment
+from tests.e2e.deployment import FINISHED, GATEWAY_SLOTS, Deployment, json_lines
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -107,18 +106,6 @@ class TaskLog:
 
     def count(self, event: str) -> int:
         return sum(1 for line in self.worker if str(line.get("event", "")).startswith(event))
-
-
-def json_lines(path: Path) -> list[dict[str, Any]]:
-    lines = []
-    for text in path.read_text(errors="replace").splitlines():
-        try:
-            line = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(line, dict) and "timestamp" in line:
-            lines.append(line)
-    return lines
 
 
 def batch_logs(e2e: Deployment, dag_id: str, run_id: str) -> dict[int, TaskLog]:

@@ -28,13 +28,14 @@ import pytest
 
 from airflow_provider_ltx2.simulator.limits import slot_utilisation
 from bench.common import Table
-from tests.e2e.conftest import _interrupt
+from tests.e2e.conftest import _interrupt, served
 from tests.e2e.deployment import (
     E2E_KEY,
     FINISHED,
     Deployment,
     _stat_fields,
     batch_folder,
+    json_lines,
     processes_titled,
     wait_for,
 )
@@ -177,14 +178,7 @@ def soak() -> Any:
         sim_args=sim_args,
     )
     deployed.settings = settings
-    try:
-        deployed.up()
-    except BaseException:
-        print(deployed.diagnostics())
-        deployed.stop_all()
-        raise
-    yield deployed
-    deployed.stop_all()
+    yield from served(deployed)
 
 
 # ------------------------------------------------------------------------------------------------ samplers
@@ -269,19 +263,6 @@ def db_writes(samples: list[DbSample], start: float, end: float) -> tuple[int, i
 
 
 # ------------------------------------------------------------------------------------------------ logs
-
-
-def json_lines(path: Path) -> list[dict[str, Any]]:
-    lines = []
-    for text in path.read_text(errors="replace").splitlines():
-        try:
-            line = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(line, dict) and "timestamp" in line:
-            line["at"] = datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00")).timestamp()
-            lines.append(line)
-    return lines
 
 
 @dataclass
