@@ -179,7 +179,7 @@ class BatchRun:
         self.capacity: CapacityWait | None = None  # set while the gateway refuses submits for capacity
         self.waits: dict[str, Wait] = {}
         self.pace = JobPace(settings.poll_interval)  # when to poll each job, in the worker
-        self.unsaved = False  # settled rows not yet in the task state store
+        self.unsaved = False  # settled or reused rows not yet in the task state store
 
     @classmethod
     def start(
@@ -213,6 +213,7 @@ class BatchRun:
                 if planned is None:  # an earlier run's video is reused
                     progress.cursor += 1
                     progress.reused += 1
+                    self.unsaved = True
                     metrics.count(metrics.REUSED_VIDEOS)
                     continue
                 generation, fingerprint = planned

@@ -483,7 +483,8 @@ class Ltx2GenerateVideoBatchOperator(BaseOperator):
         else:
             run.fill(deadline)
         if not run.progress.done:
-            run.save()
+            if run.unsaved:  # what the last submit's record left out (settled or reused rows)
+                run.save()
             self._defer_batch(run, deadline)
         result = run.finish()
         run.record.forget()  # the manifest is written: a cleared task starts anew, reusing what was made
