@@ -94,6 +94,7 @@ def test_example_dags_wait_deferred_without_holding_a_worker_slot(e2e: Deploymen
                     "deadline_limit",
                     "retry_policy",
                     "read_timeout",
+                    "not_before",
                 }
         time.sleep(0.5)
 
