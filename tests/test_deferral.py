@@ -16,9 +16,10 @@ from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow_provider_ltx2 import metrics, xcom
 from airflow_provider_ltx2.api.connection import Gateway
 from airflow_provider_ltx2.events import read_batch_event, read_capacity_event, read_event
-from airflow_provider_ltx2.exceptions import Ltx2ConnectionNotFound
+from airflow_provider_ltx2.exceptions import Ltx2ConnectionNotFound, Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
+from airflow_provider_ltx2.triggers import ltx2 as triggers
 from airflow_provider_ltx2.triggers.ltx2 import Ltx2BatchTrigger, capacity_queue, resume_guard_seconds
 from airflow_provider_ltx2.waits import CapacityWait
 from tests.conftest import KEY, task_context
@@ -75,6 +76,28 @@ def test_the_hold_back_is_the_heartbeat_and_a_scheduler_loop_unless_set(monkeypa
     assert resume_guard_seconds() == 4 + 5
     monkeypatch.setenv("AIRFLOW__LTX2__RESUME_GUARD_SECONDS", "1.5")
     assert resume_guard_seconds() == 1.5
+
+
+@pytest.mark.parametrize("setting", ["-1", "soon", "nan", "86400"])
+def test_a_hold_back_setting_that_could_never_work_is_refused_naming_it(
+    setting: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__LTX2__RESUME_GUARD_SECONDS", setting)
+    with pytest.raises(Ltx2ValidationError, match=r"\[ltx2\] resume_guard_seconds=.*accepted values are seconds"):
+        resume_guard_seconds()
+
+
+def test_a_hold_back_far_in_the_future_is_capped(
+    simulator: SimulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's clock hours ahead of the triggerer's (or a stored not_before gone wrong) delays no event for hours."""
+    monkeypatch.setattr(triggers, "MAX_RESUME_GUARD_SECONDS", 1.0)
+    _, _, deferred = defer("video", simulator, tmp_path)
+    started = time.time()
+
+    event, came_at = first_event(rebuilt(deferred.trigger, not_before=time.time() + 3 * 3600))
+
+    assert event["status"] == "succeeded" and came_at - started < 3
 
 
 @pytest.mark.parametrize("kind", KINDS)

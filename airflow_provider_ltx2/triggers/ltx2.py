@@ -32,11 +32,14 @@ from airflow_provider_ltx2.events import (
     error_event,
     step_event,
 )
-from airflow_provider_ltx2.exceptions import Ltx2Error
+from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import READ_TIMEOUT, Ltx2Hook
 from airflow_provider_ltx2.waits import DEFAULT_POLL_INTERVAL, CapacityWait, Next, Wait, after_poll
 
 SCHEDULER_LOOP_MARGIN = 5.0
+# The longest a trigger holds its event back, whatever its kwargs say: a worker's clock ahead of the triggerer's,
+# or a mistyped setting, must not keep a finished job (or a deadline) waiting for hours.
+MAX_RESUME_GUARD_SECONDS = 120.0
 
 
 async def _answer(hook: Ltx2Hook, job: Job, deadline: float) -> JobStatus | Ltx2Error:
@@ -62,7 +65,16 @@ def resume_guard_seconds() -> float:
 
     configured = conf.get("ltx2", "resume_guard_seconds", fallback="")
     if configured:
-        return float(configured)
+        try:
+            seconds = float(configured)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds <= MAX_RESUME_GUARD_SECONDS:
+            raise Ltx2ValidationError(
+                f"[ltx2] resume_guard_seconds={configured!r}: accepted values are seconds from 0 to "
+                f"{MAX_RESUME_GUARD_SECONDS:g}."
+            )
+        return seconds
     return conf.getfloat("workers", "min_heartbeat_interval", fallback=5.0) + SCHEDULER_LOOP_MARGIN
 
 
@@ -94,7 +106,7 @@ class Ltx2Trigger(BaseTrigger):
             event = await self.wait()
         except Ltx2Error as error:  # the wait could not start or go on: the task fails with this error
             event = self.error_event(error)
-        await asyncio.sleep(max(0.0, (self.not_before or 0.0) - time.time()))
+        await asyncio.sleep(min(MAX_RESUME_GUARD_SECONDS, max(0.0, (self.not_before or 0.0) - time.time())))
         yield TriggerEvent(event)
 
 
