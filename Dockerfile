@@ -1,5 +1,5 @@
 # The Airflow image used by docker-compose.yaml: the official image with this provider installed.
-# Keep the tag in step with docker-compose.yaml and scripts/bootstrap.sh (tests/test_compose.py checks it).
+# Keep the tag in step with docker-compose.yaml and scripts/bootstrap.sh (tests/unit/test_compose.py checks it).
 FROM apache/airflow:3.3.2
 
 USER airflow

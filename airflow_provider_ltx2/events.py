@@ -1,24 +1,97 @@
-"""The triggers' events: one dict per outcome, written by the triggers and read back by the tasks.
+"""The triggers' events: every kind, written by the triggers and read back by the tasks, in this one module.
 
-Every field of an event is checked on reading: a malformed or unknown event fails the task rather than
-passing for a success (a cancelled job reported as success is the classic deferrable-operator bug).
+An event crosses the triggerer's database as a JSON dict; each kind is typed here (``TypedDict``) as it is
+written. Every field is checked on reading: a malformed or unknown event fails the task rather than passing
+for a success (a cancelled job reported as success is the classic deferrable-operator bug). Events written by
+0.2 and 0.3 (the capacity trigger's ``room``) still read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal, TypedDict
 
 from airflow_provider_ltx2.api.jobs import Job, JobState, JobStatus, failure_error
 from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2Timeout
 from airflow_provider_ltx2.waits import CapacityWait, Next, PollStep, Wait, utc_now_iso
 
-EVENT_SUCCEEDED = "succeeded"
-EVENT_FAILED = "failed"
-EVENT_TIMEOUT = "timeout"
-EVENT_ERROR = "error"
-EVENT_BATCH = "batch"
-EVENT_CAPACITY = "room"  # the 0.2 names ("room") stay: events and kwargs in flight are stored with them
+EVENT_SUCCEEDED: Final = "succeeded"
+EVENT_FAILED: Final = "failed"
+EVENT_TIMEOUT: Final = "timeout"
+EVENT_ERROR: Final = "error"
+EVENT_BATCH: Final = "batch"
+EVENT_CAPACITY: Final = "capacity"
+EVENT_CAPACITY_BEFORE_0_4 = "room"  # the capacity event's status and field in 0.2 and 0.3
+
+
+class JobFields(TypedDict):
+    """The job an event is about: what ``Job.to_dict`` writes."""
+
+    request_id: str
+    polling_url: str | None
+
+
+class SucceededEvent(JobFields):
+    status: Literal["succeeded"]
+    video_url: str | None
+    submitted_at: str | None
+    completed_at: str
+
+
+class FailedEvent(JobFields):
+    status: Literal["failed"]
+    raw_status: str | None
+    message: str | None
+    input_rejected: bool
+
+
+class TimeoutEvent(JobFields):
+    status: Literal["timeout"]
+    message: str
+
+
+class ErrorEvent(TypedDict, total=False):
+    """Any trigger's event for one of the provider's errors; the job's fields when it waits for one."""
+
+    status: Literal["error"]
+    request_id: str
+    polling_url: str | None
+    error_class: str
+    message: str
+
+
+VideoEvent = SucceededEvent | FailedEvent | TimeoutEvent | ErrorEvent  # ``Ltx2VideoTrigger``'s
+
+
+class CapacityEvent(TypedDict):
+    """``Ltx2CapacityTrigger``'s event: time to try the submit again."""
+
+    status: Literal["capacity"]
+    woken_by: str  # "finish" (a job ended in this triggerer) or "timer" (the fallback)
+    capacity: dict[str, Any]  # the ``CapacityWait``
+
+
+class CapacityTimeoutEvent(TypedDict):
+    """``Ltx2CapacityTrigger``'s event at the deadline."""
+
+    status: Literal["timeout"]
+    capacity: dict[str, Any]
+    message: str
+
+
+class BatchEvent(TypedDict):
+    """``Ltx2BatchTrigger``'s event."""
+
+    status: Literal["batch"]
+    woken_by: str
+    batch: dict[str, Any]  # the ``BatchProgress`` as the trigger was given it
+    ended: dict[str, VideoEvent]  # by request id: each job that ended, as the video trigger's event
+    deadline: float
+    deadline_limit: str
+    capacity: dict[str, Any] | None
+
+
+TriggerPayload = VideoEvent | CapacityEvent | CapacityTimeoutEvent | BatchEvent  # every event a trigger yields
 
 
 def _error_classes() -> dict[str, type[Ltx2Error]]:
@@ -42,50 +115,60 @@ class Delivered:
     submitted_at: str | None
 
 
-def finished_video(job: Job, status: JobStatus, submitted_at: str | None) -> Delivered:
+def delivered_video(job: Job, status: JobStatus, submitted_at: str | None) -> Delivered:
     """The video of a job a poll found finished, or the generation's failure, raised."""
     if status.state is not JobState.SUCCEEDED or not status.video_url:
         raise failure_error(job, status)
     return Delivered(job, status.video_url, utc_now_iso(), submitted_at)
 
 
-def succeeded_event(job: Job, status: JobStatus, submitted_at: str | None) -> dict[str, Any]:
+def succeeded_event(job: Job, status: JobStatus, submitted_at: str | None) -> SucceededEvent:
     return {
         "status": EVENT_SUCCEEDED,
-        **job.to_dict(),
+        "request_id": job.request_id,
+        "polling_url": job.polling_url,
         "video_url": status.video_url,
         "submitted_at": submitted_at,
         "completed_at": utc_now_iso(),
     }
 
 
-def failed_event(job: Job, status: JobStatus) -> dict[str, Any]:
+def failed_event(job: Job, status: JobStatus) -> FailedEvent:
     return {
         "status": EVENT_FAILED,
-        **job.to_dict(),
+        "request_id": job.request_id,
+        "polling_url": job.polling_url,
         "raw_status": status.raw_status,
         "message": status.error,
         "input_rejected": status.input_rejected,
     }
 
 
-def timeout_event(wait: Wait) -> dict[str, Any]:
-    return {"status": EVENT_TIMEOUT, **wait.job.to_dict(), "message": wait.timeout_message()}
+def timeout_event(wait: Wait) -> TimeoutEvent:
+    job = wait.job
+    return {
+        "status": EVENT_TIMEOUT,
+        "request_id": job.request_id,
+        "polling_url": job.polling_url,
+        "message": wait.timeout_message(),
+    }
 
 
-def error_event(job: Job | None, error: Ltx2Error) -> dict[str, Any]:
+def error_event(job: Job | None, error: Ltx2Error) -> ErrorEvent:
     """Any trigger's event for an error that ended its wait (with the job's fields when it waits for one)."""
-    fields = {} if job is None else job.to_dict()
-    return {"status": EVENT_ERROR, **fields, "error_class": type(error).__name__, "message": str(error)}
+    event: ErrorEvent = {"status": EVENT_ERROR, "error_class": type(error).__name__, "message": str(error)}
+    if job is not None:
+        event["request_id"], event["polling_url"] = job.request_id, job.polling_url
+    return event
 
 
-def finished_event(job: Job, status: JobStatus, submitted_at: str | None) -> dict[str, Any]:
+def finished_event(job: Job, status: JobStatus, submitted_at: str | None) -> SucceededEvent | FailedEvent:
     if status.state is JobState.SUCCEEDED:
         return succeeded_event(job, status, submitted_at)
     return failed_event(job, status)
 
 
-def step_event(step: PollStep, submitted_at: str | None) -> dict[str, Any]:
+def step_event(step: PollStep, submitted_at: str | None) -> VideoEvent:
     """The video trigger's event for a wait that ended: finished, timed out or given up."""
     job = step.wait.job
     if step.next is Next.FINISHED and step.status is not None:
@@ -95,33 +178,34 @@ def step_event(step: PollStep, submitted_at: str | None) -> dict[str, Any]:
     return error_event(job, step.error or Ltx2Error(f"The wait ended without an answer ({step.next.value})"))
 
 
-def capacity_event(wait: CapacityWait, woken_by: str) -> dict[str, Any]:
+def capacity_event(wait: CapacityWait, woken_by: str) -> CapacityEvent:
     """``Ltx2CapacityTrigger``'s event: time to try the submit again (``woken_by``: finish, timer)."""
-    return {"status": EVENT_CAPACITY, "woken_by": woken_by, "room": wait.to_dict()}
+    return {"status": EVENT_CAPACITY, "woken_by": woken_by, "capacity": wait.to_dict()}
 
 
-def capacity_timeout_event(wait: CapacityWait) -> dict[str, Any]:
-    """``Ltx2CapacityTrigger``'s event at the deadline: the gateway had no room in time."""
-    return {"status": EVENT_TIMEOUT, "room": wait.to_dict(), "message": wait.timeout_message()}
+def capacity_timeout_event(wait: CapacityWait) -> CapacityTimeoutEvent:
+    """``Ltx2CapacityTrigger``'s event at the deadline: the gateway had no capacity in time."""
+    return {"status": EVENT_TIMEOUT, "capacity": wait.to_dict(), "message": wait.timeout_message()}
 
 
 def read_capacity_event(event: Any) -> CapacityWait:
     """The wait for capacity carried by a capacity trigger's event; a timeout or error event is raised."""
     if isinstance(event, dict) and event.get("status") == EVENT_ERROR:
         raise _error_of(event)
-    if not isinstance(event, dict) or not isinstance(event.get("room"), dict):
+    carried = event.get("capacity", event.get(EVENT_CAPACITY_BEFORE_0_4)) if isinstance(event, dict) else None
+    if not isinstance(carried, dict):
         raise Ltx2Error(f"Malformed event from the LTX-2 capacity trigger: {event!r}")
-    wait = CapacityWait.from_dict(event["room"])
+    wait = CapacityWait.from_dict(carried)
     if event.get("status") == EVENT_TIMEOUT:
         raise Ltx2Timeout(str(event.get("message")))
-    if event.get("status") != EVENT_CAPACITY:
+    if event.get("status") not in (EVENT_CAPACITY, EVENT_CAPACITY_BEFORE_0_4):
         raise Ltx2Error(f"Unknown status {event.get('status')!r} in the event from the LTX-2 capacity trigger")
     if event.get("woken_by") == "timer":
         wait.fallback_wakes += 1
     return wait
 
 
-def read_event(event: Any) -> Delivered:
+def read_video_event(event: Any) -> Delivered:
     """Read a success event; raise the matching error for any other event.
 
     Every field is checked: a malformed or unknown event fails the task rather than passing for a
@@ -170,13 +254,13 @@ class BatchWake:
 
 def batch_event(
     progress: dict[str, Any],
-    ended: dict[str, dict[str, Any]],
+    ended: dict[str, VideoEvent],
     *,
     woken_by: str,
     deadline: float,
     deadline_limit: str,
     capacity: dict[str, Any] | None,
-) -> dict[str, Any]:
+) -> BatchEvent:
     """``Ltx2BatchTrigger``'s event: the jobs that ended (each as the video trigger's event) and the batch's
     progress and deadline as the trigger was given them (``woken_by``: finish, timer)."""
     return {
@@ -207,7 +291,7 @@ def read_batch_event(event: Any) -> BatchWake:
     ended: dict[str, Delivered | Ltx2Error] = {}
     for request_id, job_event in event["ended"].items():
         try:
-            ended[str(request_id)] = read_event(job_event)
+            ended[str(request_id)] = read_video_event(job_event)
         except Ltx2Error as error:
             ended[str(request_id)] = error
     capacity = event["capacity"]

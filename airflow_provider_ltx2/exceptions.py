@@ -71,7 +71,7 @@ class Ltx2Throttled(Ltx2TransientError):
     """The gateway is full or rate-limited the call (429, or 503 with ``Retry-After``); nothing was created.
 
     ``reason`` names the limit (``429 concurrency_limit_error``); ``retry_after`` is the gateway's own
-    ``Retry-After`` in seconds, when it sent one. A task meeting this waits for room instead of failing.
+    ``Retry-After`` in seconds, when it sent one. A task meeting this waits for capacity instead of failing.
     """
 
     def __init__(self, message: str, *, reason: str = "429", retry_after: float | None = None) -> None:

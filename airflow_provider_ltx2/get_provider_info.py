@@ -56,7 +56,12 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "LTX-2", "python-modules": ["airflow_provider_ltx2.hooks.ltx2"]}],
-        "operators": [{"integration-name": "LTX-2", "python-modules": ["airflow_provider_ltx2.operators.ltx2"]}],
+        "operators": [
+            {
+                "integration-name": "LTX-2",
+                "python-modules": ["airflow_provider_ltx2.operators.video", "airflow_provider_ltx2.operators.batch"],
+            }
+        ],
         "sensors": [{"integration-name": "LTX-2", "python-modules": ["airflow_provider_ltx2.sensors.ltx2"]}],
         "triggers": [{"integration-name": "LTX-2", "python-modules": ["airflow_provider_ltx2.triggers.ltx2"]}],
         "connection-types": [

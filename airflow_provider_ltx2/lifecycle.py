@@ -104,14 +104,14 @@ class Generation:
         image: ImageInput,
         log: Any,
         *,
-        examine_image: bool = True,
+        check_image: bool = True,
         deadline: float | None = None,
     ) -> None:
         self.hook = hook
         self.request = request
         self.image = image
         self.log = log  # the task's log: what a user reads of its steps
-        self.examine_image = examine_image  # check_image: the image is read before paying
+        self.checks_image = check_image  # the image is read before paying
         self.deadline = deadline  # the task's: no read of the image lasts past it
 
     @classmethod
@@ -123,7 +123,7 @@ class Generation:
         image_conn_id: str | None,
         image_url_expires_in: int,
         log: Any,
-        examine_image: bool = True,
+        check_image: bool = True,
         deadline: float | None = None,
     ) -> Generation:
         """Validate the request fields, check that the gateway can fetch the image and identify an object-storage
@@ -133,7 +133,7 @@ class Generation:
         """
         request = build_request(**fields)
         image = image_input(request["image_url"], image_conn_id, image_url_expires_in)
-        generation = cls(hook, request, image, log, examine_image=examine_image, deadline=deadline)
+        generation = cls(hook, request, image, log, check_image=check_image, deadline=deadline)
         generation.check_gateway_can_fetch()
         return generation
 
@@ -162,7 +162,7 @@ class Generation:
         try:
             self.image = storage.identified_by_content(self.image, lambda url: self.hook.read_image(url, self.deadline))
         except Ltx2ValidationError:
-            if self.examine_image:
+            if self.checks_image:
                 raise
             self.image = replace(self.image, identified=True)  # by its URL: not read again for this
             self.log.warning(

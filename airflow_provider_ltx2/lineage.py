@@ -5,11 +5,15 @@ Needs the ``openlineage`` extra (``apache-airflow-providers-openlineage``); only
 nothing of it is loaded. The OpenLineage listener prefers these methods to Airflow's hook-level lineage,
 which would otherwise report the download's temporary ``.part`` file instead of the MP4.
 
-Everything comes from what the task that just ran holds (``tasks.RunFacts``: its result dict, or as far
+Everything comes from what the task that just ran holds (``tasks.GenerationFacts``: its result dict, or as far
 as it got, its request and request id, and the gateway's base URL), never from XCom or a connection
 lookup, which the listener's forked emitter cannot make. The request holds the image's original URI and
 never a key or a signed URL; dataset names also drop any query string and user info, as OpenLineage's
 naming does.
+
+The provider's own facets (``ltx2_generation``, ``ltx2_batch``) name this provider as their ``_producer``
+(its repository at this version) and, as ``_schemaURL``, their JSON schema, shipped in
+``airflow_provider_ltx2/lineage_schemas/`` and linked in the repository at this version.
 """
 
 from __future__ import annotations
@@ -28,7 +32,17 @@ from airflow.providers.common.compat.openlineage.facet import (
 from airflow.providers.openlineage.extractors import OperatorLineage
 from attrs import define
 
+from airflow_provider_ltx2 import REPOSITORY_URL, __version__
 from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD
+
+# The provider's code at this version, as OpenLineage asks a facet's producer to be (a repository URL at a tag).
+PRODUCER = f"{REPOSITORY_URL}/tree/{__version__}"
+# Where the facets' schemas live in the repository (and in the installed package), and their raw URL at this version.
+SCHEMAS_PATH = "airflow_provider_ltx2/lineage_schemas"
+SCHEMAS_URL = (
+    f"{REPOSITORY_URL.replace('https://github.com/', 'https://raw.githubusercontent.com/', 1)}"
+    f"/{__version__}/{SCHEMAS_PATH}"
+)
 
 GENERATION_FACET = "ltx2_generation"
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -58,8 +72,25 @@ def dataset_name(uri: str) -> tuple[str, str]:
     return f"{scheme}://{authority}", parts.path
 
 
+def schema_url(facet: str) -> str:
+    """The ``_schemaURL`` of one of the provider's facets: its schema file at this version, pointing at its
+    definition (``.../Ltx2BatchRunFacet.json#/$defs/Ltx2BatchRunFacet``)."""
+    return f"{SCHEMAS_URL}/{facet}.json#/$defs/{facet}"
+
+
 @define
-class Ltx2GenerationRunFacet(RunFacet):
+class Ltx2RunFacet(RunFacet):
+    """A run facet of this provider: its ``_producer`` is ``PRODUCER`` unless one is given (a plain
+    OpenLineage facet would take the one the OpenLineage provider set for its own events)."""
+
+    def __attrs_post_init__(self) -> None:
+        if not self._producer:
+            self._producer = PRODUCER
+        super().__attrs_post_init__()
+
+
+@define
+class Ltx2GenerationRunFacet(Ltx2RunFacet):
     """The generation a run asked for: its parameters (the image is the run's input) and its price."""
 
     parameters: dict[str, Any]
@@ -67,6 +98,10 @@ class Ltx2GenerationRunFacet(RunFacet):
     reused: bool = False
     submittedAt: str | None = None
     completedAt: str | None = None
+
+    @staticmethod
+    def _get_schema() -> str:
+        return schema_url("Ltx2GenerationRunFacet")
 
 
 def on_complete(result: Mapping[str, Any] | None, gateway_url: str | None) -> OperatorLineage:
@@ -113,7 +148,7 @@ BATCH_FACET = "ltx2_batch"
 
 
 @define
-class Ltx2BatchRunFacet(RunFacet):
+class Ltx2BatchRunFacet(Ltx2RunFacet):
     """A batch's outcome: its rows by fate, what it paid, what it was estimated at, and its manifest."""
 
     total: int
@@ -124,6 +159,10 @@ class Ltx2BatchRunFacet(RunFacet):
     costUsd: float
     estimatedCostUsd: float
     manifestUri: str
+
+    @staticmethod
+    def _get_schema() -> str:
+        return schema_url("Ltx2BatchRunFacet")
 
 
 def batch_lineage(requests: Any, output_prefix: Any, result: Mapping[str, Any] | None) -> OperatorLineage:

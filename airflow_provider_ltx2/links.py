@@ -10,6 +10,8 @@ from airflow import __version__ as airflow_version
 from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom, conf
 from packaging.version import Version
 
+from airflow_provider_ltx2 import xcom
+
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator, Context, TaskInstanceKey
 
@@ -24,15 +26,15 @@ class Ltx2VideoLink(BaseOperatorLink):
     On Airflow 3 the task that just ran answers (its ``generation_facts``): a task refused before paying has
     no video, and looking up an XCom never written would log a false "XCom not found" error after its real
     one. On Airflow 2 it reads the XCom that tasks write through ``persist`` (as amazon's ``BaseAwsLink``
-    does), so the key lives here only.
+    does).
     """
 
     name = "LTX-2 video"
-    key = "video_url"
+    key = xcom.VIDEO_URL
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         if LINKS_ASKED_OF_THE_TASK:
-            result = operator.generation_facts.result or {}  # type: ignore[attr-defined]  # Ltx2TaskMixin's
+            result = operator.generation_facts.result or {}  # type: ignore[attr-defined]  # VideoTaskMixin's
             return str(result.get("video_url") or "")  # none for a request handed off unfinished
         return XCom.get_value(key=self.key, ti_key=ti_key) or ""
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_ltx2 import defaults
 from airflow_provider_ltx2.api.connection import TRUST_FIX, untrusted_certificate
 from airflow_provider_ltx2.api.media import image_kind
 from airflow_provider_ltx2.api.request import SHOWN_URI_CHARACTERS, is_public_url, shorten
@@ -30,7 +31,6 @@ from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2HttpError, Ltx2Valid
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-DEFAULT_IMAGE_URL_EXPIRES_IN = 3600
 HEAD_BYTES = 16  # enough for the JPEG and PNG signatures
 HASH_CHUNK_BYTES = 1024 * 1024
 MAX_IMAGE_BYTES = 50 << 20  # a bound, so a wrong URL (a video, an archive) is not read whole to identify it
@@ -57,7 +57,7 @@ class ImageInput:
     uri: str
     conn_id: str | None = None
     identity: Mapping[str, Any] = field(default_factory=dict)
-    expires_in: int = DEFAULT_IMAGE_URL_EXPIRES_IN
+    expires_in: int = defaults.IMAGE_URL_EXPIRES_IN
     head: bytes | None = None
     identified: bool = False
 

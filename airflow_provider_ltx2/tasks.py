@@ -1,8 +1,9 @@
-"""What the provider's tasks share: the operator and the sensor (the decorator through the operator).
+"""What the provider's tasks share: the operators (through ``Ltx2BaseOperator``) and the sensor.
 
-The hook, deferring to the video trigger, resuming from it, delivering the video, what a try learnt of its
-generation and OpenLineage are written once here; each task class adds only what is its own (submitting,
-or being given a request id).
+``Ltx2HookMixin`` is the connection, its hook and deferring to a trigger, in the shape of Amazon's
+``AwsBaseHookMixin``; ``VideoTaskMixin`` adds what a task that waits for one video does (resuming from the
+video trigger, delivering, what a try learnt of its generation, OpenLineage). A DAG file imports this module
+at parse time: the hook, the triggers and the task-time modules are imported when a task runs.
 """
 
 from __future__ import annotations
@@ -11,18 +12,61 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_ltx2.events import Delivered
+    from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+    from airflow_provider_ltx2.triggers.ltx2 import Ltx2Trigger
     from airflow_provider_ltx2.waits import Wait
 
 
+def check_waiting_arguments(poll_interval: Any, timeout: Any) -> None:
+    """Fail at DAG parse time on waiting arguments that could never work."""
+    if not isinstance(poll_interval, (int, float)) or isinstance(poll_interval, bool) or not poll_interval > 0:
+        raise Ltx2ValidationError(f"poll_interval={poll_interval!r}: accepted values are seconds > 0.")
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
+        raise Ltx2ValidationError(f"timeout={timeout!r}: accepted values are seconds > 0.")
+
+
+def check_output_uri(output_uri: Any) -> None:
+    """Fail at DAG parse time on an ``output_uri`` that is not a URI string (a template is one)."""
+    if output_uri is not None and not isinstance(output_uri, str):
+        raise Ltx2ValidationError(f"output_uri={output_uri!r}: accepted values are a URI string or None.")
+
+
+class Ltx2HookMixin:
+    """The connection and its hook, and the one way the provider's tasks defer.
+
+    The class sets ``ltx2_conn_id``; ``defer`` comes from ``BaseOperator``.
+    """
+
+    ltx2_conn_id: str
+    defer: Any
+
+    @cached_property
+    def hook(self) -> Ltx2Hook:
+        from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook  # not at DAG-parse time
+
+        return Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id)
+
+    def defer_to(self, trigger: Ltx2Trigger, method_name: str) -> None:
+        """Hand the wait to ``trigger``; the task resumes in ``method_name`` with the trigger's event.
+
+        The trigger holds its event back until the scheduler can take it (the resume guard), and enforces the
+        task's absolute deadline itself, so the deferral has no timeout of its own.
+        """
+        from airflow_provider_ltx2.triggers.ltx2 import resume_not_before  # not at DAG-parse time
+
+        trigger.not_before = resume_not_before()
+        self.defer(trigger=trigger, method_name=method_name, timeout=None)
+
+
 @dataclass
-class RunFacts:
+class GenerationFacts:
     """What this try of a task learnt of its generation, kept on the task as it learns it.
 
     The OpenLineage listener builds a task's lineage in a forked process by default, which must not pull
@@ -37,29 +81,22 @@ class RunFacts:
     result: dict[str, Any] | None = None  # the result dict, once the video is delivered or handed off
 
 
-class Ltx2TaskMixin:
-    """Mixed into ``BaseOperator`` subclasses that wait for an LTX-2 video and deliver it.
+class VideoTaskMixin(Ltx2HookMixin):
+    """Mixed into the operator and the sensor that wait for one LTX-2 video and deliver it.
 
-    The class sets ``ltx2_conn_id``, ``output_uri`` and ``output_conn_id``; ``defer`` and ``outlets`` come
-    from ``BaseOperator``.
+    The class sets ``output_uri`` and ``output_conn_id``; ``outlets`` comes from ``BaseOperator``.
     """
 
-    ltx2_conn_id: str
     output_uri: str | None
     output_conn_id: str | None
     outlets: list[Any]
-    defer: Any
 
     @cached_property
-    def hook(self) -> Ltx2Hook:
-        return Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id)
+    def generation_facts(self) -> GenerationFacts:
+        """What this try learnt of its generation (see ``GenerationFacts``)."""
+        return GenerationFacts()
 
-    @cached_property
-    def generation_facts(self) -> RunFacts:
-        """What this try learnt of its generation (see ``RunFacts``)."""
-        return RunFacts()
-
-    def learnt(
+    def keep_facts(
         self, *, request: dict[str, Any] | None = None, request_id: Any = None, result: dict[str, Any] | None = None
     ) -> None:
         """Keep on the task what it now knows of its generation; a result carries its request and id."""
@@ -77,31 +114,23 @@ class Ltx2TaskMixin:
         """Hand the wait for the video to the triggerer; the task resumes in ``execute_complete``."""
         from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger  # not at DAG-parse time
 
-        self.defer(
-            trigger=Ltx2VideoTrigger.for_wait(wait, self.hook, submitted_at),
-            method_name="execute_complete",
-            timeout=None,  # the trigger enforces the absolute deadline itself
-        )
+        self.defer_to(Ltx2VideoTrigger.for_wait(wait, self.hook, submitted_at), "execute_complete")
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the video trigger: every event is checked; anything but a success fails the task."""
-        from airflow_provider_ltx2.delivery import (
-            failure_reported,  # task-time modules, imported at run time, not at DAG-parse time
-        )
-        from airflow_provider_ltx2.events import read_event
+        from airflow_provider_ltx2.delivery import failure_reported  # task-time modules: not at DAG-parse time
+        from airflow_provider_ltx2.events import read_video_event
 
         with failure_reported(context):
             request_id = event.get("request_id") if isinstance(event, dict) else None  # failure events carry it too
-            self.learnt(request=self.known_request(context), request_id=request_id)
-            return self.finish(context, read_event(event))
+            self.keep_facts(request=self.known_request(context), request_id=request_id)
+            return self.deliver(context, read_video_event(event))
 
-    def finish(self, context: Context, delivered: Delivered) -> dict[str, Any]:
+    def deliver(self, context: Context, delivered: Delivered) -> dict[str, Any]:
         """Deliver the finished video (save, publish) and return the result dict."""
-        from airflow_provider_ltx2.delivery import (
-            deliver,  # task-time modules, imported at run time, not at DAG-parse time
-        )
+        from airflow_provider_ltx2 import delivery  # task-time module: not at DAG-parse time
 
-        result = deliver(
+        result = delivery.deliver(
             self.hook,
             context,
             delivered,
@@ -111,7 +140,7 @@ class Ltx2TaskMixin:
             outlets=self.outlets,
             fingerprint=self.known_fingerprint(context),
         )
-        self.learnt(result=result)
+        self.keep_facts(result=result)
         return result
 
     def known_request(self, context: Context) -> dict[str, Any] | None:

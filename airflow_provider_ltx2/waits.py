@@ -1,9 +1,10 @@
 """Waiting, as pure decisions: a task's deadline, a wait for a video, a wait for capacity at a full gateway.
 
-Nothing here does I/O. ``after_poll`` decides what one poll's answer means for a wait (finished, poll
-again and when, past the deadline, given up); the worker's loop, the trigger's loop and the sensor's poke
-only poll and sleep around it. ``CapacityWait`` holds the decisions of a wait for capacity (a submit the
-gateway throttled), in the worker and across deferrals alike.
+Nothing here calls the gateway, sleeps or stores anything; its one side effect is the lines ``CapacityWait``
+writes to the log it is handed, so the worker and the triggerer say the same. ``after_poll`` decides what one
+poll's answer means for a wait (finished, poll again and when, past the deadline, given up); the worker's
+loop, the trigger's loop and the sensor's poke only poll and sleep around it. ``CapacityWait`` holds the
+decisions of a wait for capacity (a submit the gateway throttled), in the worker and across deferrals alike.
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 
+from airflow_provider_ltx2 import defaults
 from airflow_provider_ltx2.api.jobs import Job, JobState, JobStatus
 from airflow_provider_ltx2.exceptions import (
     Ltx2Error,
     Ltx2Throttled,
     Ltx2Timeout,
     Ltx2TransientError,
-    Ltx2ValidationError,
 )
 
-DEFAULT_POLL_INTERVAL = 10.0
-DEFAULT_TIMEOUT = 30 * 60.0
 MAX_UNKNOWN_POLLS = 30
 
 
@@ -39,14 +38,14 @@ def utc_clock(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
 
-def check_waiting_arguments(poll_interval: float, timeout: float, output_uri: str | None) -> None:
-    """Fail at DAG parse time on waiting arguments that could never work."""
-    if not poll_interval > 0:
-        raise Ltx2ValidationError(f"poll_interval={poll_interval!r}: accepted values are seconds > 0.")
-    if not timeout > 0:
-        raise Ltx2ValidationError(f"timeout={timeout!r}: accepted values are seconds > 0.")
-    if output_uri is not None and not isinstance(output_uri, str):
-        raise Ltx2ValidationError(f"output_uri={output_uri!r}: accepted values are a URI string or None.")
+def started_at(submitted_at: str | None) -> float:
+    """When a job was submitted, as epoch seconds, from the ``submitted_at`` that ``utc_now_iso`` wrote: a wait
+    taken up later (a batch's first poll, a trigger) still logs "succeeded after" the job's own age. Now for
+    None or anything else (a sensor may be handed any text)."""
+    try:
+        return min(time.time(), datetime.fromisoformat(str(submitted_at)).timestamp())
+    except ValueError:
+        return time.time()
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ class Wait:
 
     job: Job
     deadline: float
-    poll_interval: float = DEFAULT_POLL_INTERVAL
+    poll_interval: float = defaults.POLL_INTERVAL
     limit: str = "timeout"  # what set the deadline, for the timeout message
     started: float = field(default_factory=time.time)
     unknown_polls: int = 0
@@ -180,7 +179,7 @@ class CapacityWait:
 
     deadline: float
     limit: str = "timeout"
-    poll_interval: float = DEFAULT_POLL_INTERVAL
+    poll_interval: float = defaults.POLL_INTERVAL
     since: float | None = None  # first throttled answer; also the task's place in the queue
     attempts: int = 0  # throttled submits so far
     throttled_at: float | None = None
@@ -212,7 +211,7 @@ class CapacityWait:
             self.since = self.logged_at = now
             asked = "" if error.retry_after is None else f", Retry-After {error.retry_after:g} s"
             log.info(
-                "LTX-2 gateway at capacity (%s%s): waiting for room; deadline %s UTC",
+                "LTX-2 gateway at capacity (%s%s): waiting for capacity; deadline %s UTC",
                 error.reason,
                 asked,
                 datetime.fromtimestamp(self.deadline, timezone.utc).strftime("%H:%M:%S"),
@@ -220,7 +219,7 @@ class CapacityWait:
         elif now - (self.logged_at or 0.0) >= CAPACITY_LOG_EVERY:
             self.logged_at = now
             log.info(
-                "Still waiting for room at the LTX-2 gateway: %.0f s waited, %d attempts (last answer %s)",
+                "Still waiting for capacity at the LTX-2 gateway: %.0f s waited, %d attempts (last answer %s)",
                 now - self.since,
                 self.attempts,
                 error.reason,
@@ -231,7 +230,7 @@ class CapacityWait:
     def timeout_message(self) -> str:
         waited = time.time() - (self.since or time.time())
         return (
-            f"The LTX-2 gateway had no room for this task before its deadline "
+            f"The LTX-2 gateway had no capacity for this task before its deadline "
             f"({Deadline(self.deadline, self.limit).describe()}): {self.attempts} submits answered "
             f"{self.reason} over {waited:.0f} s; nothing was paid. Size an Airflow pool to the gateway's "
             "concurrency limit (see the README's batches section), or raise the timeout."

@@ -22,11 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.batches import StateStore, batch_rows
+from bench.batches import batch_rows
 from bench.common import (
     KEY,
     MIB,
-    FakeTaskInstance,
     Table,
     current_rss,
     peak_rss,
@@ -35,6 +34,7 @@ from bench.common import (
     run_worker,
     verdict,
 )
+from tests.fakes import FakeStateStore, FakeTaskInstance, task_context
 
 RSS_TARGET_MIB = 100.0
 SAMPLE_SECONDS = 0.02
@@ -82,8 +82,8 @@ def worker() -> None:
         deferrable=False,
         timeout=settings.cap_seconds + 60,
     )
-    store, outcome = StateStore(), dict[str, Any]()
-    context: Any = {"ti": FakeTaskInstance("generate_batch"), "task_state_store": store}
+    store, outcome = FakeStateStore(), dict[str, Any]()
+    context: Any = task_context(store, ti=FakeTaskInstance(task_id="generate_batch"))
 
     def execute() -> None:
         try:

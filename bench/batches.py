@@ -46,7 +46,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from bench.common import KEY, SUBMIT_PATH, FakeTaskInstance, Table, median, result_channel, run_worker, verdict
+from bench.common import KEY, SUBMIT_PATH, Table, median, result_channel, run_worker, verdict
+from tests.fakes import FakeStateStore, FakeTaskInstance
 
 PROJECTED_JOB_SECONDS = 60.0
 UTILISATION_TARGET = 0.90
@@ -155,22 +156,6 @@ def ended_jobs(payload: Any) -> dict[str, str | None]:
     return {str(payload["request_id"]): payload.get("status")} if payload.get("request_id") else {}
 
 
-class StateStore:
-    """``context["task_state_store"]`` of one task instance: a dict, its values kept as JSON as in the DB."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return json.loads(self.values[key]) if key in self.values else default
-
-    def set(self, key: str, value: Any) -> None:
-        self.values[key] = json.dumps(value)
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
-
-
 def observe_submits(current: threading.local) -> None:
     """Record every submit a worker call sends, with its answer, in that call's ``attempts``."""
     import requests
@@ -229,7 +214,8 @@ class Harness:
         names = [f"generate_{i:03d}" for i in range(settings.tasks)] if mode == MAPPED else ["generate_batch"]
         self.tasks = [TaskRecord(name) for name in names]
         self.instances = {
-            task.task_id: (FakeTaskInstance(task.task_id, i), StateStore()) for i, task in enumerate(self.tasks)
+            task.task_id: (FakeTaskInstance(task_id=task.task_id, map_index=i), FakeStateStore())
+            for i, task in enumerate(self.tasks)
         }
         self.fired: list[Fired] = []
         self.trigger_errors: list[str] = []
@@ -704,7 +690,7 @@ def run(sim: Any, settings: Settings) -> Table:
         "trigger event / accepted submits: first over all tasks (the mean), then, for mapped tasks, per task "
         "that got one (the median task's, its target, and the most). Worker-s held while throttled = the wall "
         "time of worker calls that deferred to a trigger other than `Ltx2VideoTrigger` or `Ltx2BatchTrigger` "
-        "(waiting for room), plus, for any other call, each run of refused submits from the call's start (or "
+        "(waiting for capacity), plus, for any other call, each run of refused submits from the call's start (or "
         "its last accepted submit) until a submit got in (or it ended); in brackets the worker threads' CPU "
         "time in those calls (the rest of their wall time is waiting for the GIL: the "
         f"{settings.worker_slots} slots share one process here, where Airflow gives each task its own), the "

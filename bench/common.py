@@ -182,25 +182,6 @@ def result_channel() -> Any:
     return channel
 
 
-class FakeTaskInstance:
-    """Just enough of a task instance for the operator: XCom in a dict, and the names a trigger may log."""
-
-    dag_id = "bench"
-    run_id = "bench"
-    try_number = 1
-
-    def __init__(self, task_id: str = "bench", map_index: int = -1) -> None:
-        self.task_id = task_id
-        self.map_index = map_index
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-    def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **kwargs: Any) -> Any:
-        return self.xcom.get(key)
-
-
 def wrap_async_poll(around: Callable[[str, Awaitable[Any]], Awaitable[Any]]) -> None:
     """Route every ``Ltx2Hook.aget_status`` call through ``around(request_id, poll)`` (a second call replaces it).
 

@@ -27,13 +27,13 @@ from bench.common import (
     KEY,
     KEY_HEADER,
     SUBMIT_BODY,
-    FakeTaskInstance,
     Table,
     result_channel,
     run_worker,
     verdict,
     wrap_async_poll,
 )
+from tests.fakes import FakeTaskInstance
 
 INTERVALS = (2.0, 5.0)
 PHASES = (0.1, 0.5, 0.9)
@@ -82,7 +82,7 @@ def run_task(deferrable: bool, interval: float) -> tuple[str, float]:
         poll_interval=interval,
         timeout=120,
     )
-    context: Any = {"ti": FakeTaskInstance()}
+    context: Any = {"ti": FakeTaskInstance(task_id="bench")}
     try:
         result = operator.execute(context)
     except TaskDeferred as deferred:

@@ -19,7 +19,7 @@ from typing import Any
 import pendulum
 from airflow.providers.common.compat.sdk import DAG, task
 
-from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
+from airflow_provider_ltx2.operators.video import Ltx2GenerateVideoOperator
 
 OUTPUT_DIR = os.environ.get("LTX2_EXAMPLE_OUTPUT_DIR", "/tmp/ltx2-videos")
 IMAGE_BASE_URL = os.environ.get("LTX2_EXAMPLE_IMAGE_BASE_URL", "http://127.0.0.1:8089/files/")
@@ -67,10 +67,11 @@ with DAG(
         """Record what was produced and where; the place to chain an upload or a catalogue entry."""
         manifest = Path(OUTPUT_DIR) / "example_ltx2_batch_from_csv" / str(run_id).replace(":", "_") / "manifest.json"
         manifest.parent.mkdir(parents=True, exist_ok=True)
+        # [:] reads all the results in one request; a plain loop ends in a false "XCom not found" error on Airflow 3
         entries = [
             {key: result[key] for key in ("request_id", "output_uri", "bytes", "video_url", "completed_at")}
             | {"prompt": result["request"]["prompt"]}
-            for result in results
+            for result in results[:]
         ]
         manifest.write_text(json.dumps(entries, indent=2))
         print(f"Manifest of {len(entries)} videos written to {manifest}")

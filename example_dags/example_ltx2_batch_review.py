@@ -30,7 +30,7 @@ from typing import Any
 import pendulum
 from airflow.providers.common.compat.sdk import DAG, AirflowOptionalProviderFeatureException, task
 
-from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoBatchOperator
+from airflow_provider_ltx2.operators.batch import Ltx2GenerateVideoBatchOperator
 
 try:
     from airflow.providers.standard.operators.hitl import ApprovalOperator

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pendulum
 from airflow.providers.common.compat.sdk import DAG, AirflowOptionalProviderFeatureException, ObjectStoragePath, task
 
-from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
+from airflow_provider_ltx2.operators.video import Ltx2GenerateVideoOperator
 
 try:
     from airflow.providers.standard.operators.hitl import HITLOperator
@@ -66,7 +66,9 @@ if HITLOperator is not None:
             base = conf.get("api", "base_url", fallback="").rstrip("/")
             run = f"{base}/dags/{dag_run.dag_id}/runs/{quote(dag_run.run_id, safe='')}"
             lines = ["Tick the videos to publish; each link opens the video's **LTX-2 video** tab.", ""]
-            for index, (shot, result) in enumerate(zip(SHOTS, results, strict=True)):
+            # [:] reads all the results in one request; zip(strict=True) on the lazy sequence itself asks for one
+            # more, a false "XCom not found" error on Airflow 3
+            for index, (shot, result) in enumerate(zip(SHOTS, results[:], strict=True)):
                 page = f"{run}/tasks/generate_video/mapped/{index}"
                 lines.append(f"- **{shot['name']}** ([watch]({page})): {shot['prompt']} ({result['bytes']} bytes)")
             return "\n".join(lines)
@@ -87,7 +89,7 @@ if HITLOperator is not None:
             published = ObjectStoragePath(f"{ROOT}/published/{str(run_id).replace(':', '_')}/")
             published.mkdir(parents=True, exist_ok=True)
             catalogue = []
-            for shot, result in zip(SHOTS, results, strict=True):
+            for shot, result in zip(SHOTS, results[:], strict=True):
                 if shot["name"] not in chosen:
                     continue
                 target = published / f"{shot['name']}.mp4"

@@ -11,7 +11,7 @@ import os
 import pendulum
 from airflow.providers.common.compat.sdk import DAG
 
-from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
+from airflow_provider_ltx2.operators.video import Ltx2GenerateVideoOperator
 
 OUTPUT_DIR = os.environ.get("LTX2_EXAMPLE_OUTPUT_DIR", "/tmp/ltx2-videos")
 IMAGE_URL = os.environ.get("LTX2_EXAMPLE_IMAGE_URL", "http://127.0.0.1:8089/files/sample.jpg")

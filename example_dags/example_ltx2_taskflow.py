@@ -47,7 +47,8 @@ with DAG(
 
     @task
     def report(results: list[dict[str, Any]]) -> None:
-        for result in results:
+        # [:] reads all the results in one request; a plain loop ends in a false "XCom not found" error on Airflow 3
+        for result in results[:]:
             print(f"{result['request']['prompt']}: {result['output_uri']} ({result['bytes']} bytes)")
 
     report(animate.expand(shot=product_shots()))

@@ -20,7 +20,7 @@ from typing import Any
 import pendulum
 from airflow.providers.common.compat.sdk import DAG, ObjectStoragePath, task
 
-from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
+from airflow_provider_ltx2.operators.video import Ltx2GenerateVideoOperator
 
 BUCKET = os.environ.get("LTX2_EXAMPLE_BUCKET", "ltx2-videos")
 STORAGE_CONN_ID = os.environ.get("LTX2_EXAMPLE_STORAGE_CONN_ID", "aws_default")
@@ -66,7 +66,8 @@ with DAG(
         """Copy each finished video to published/ and catalogue it: where a real pipeline hands off."""
         published = ObjectStoragePath(f"s3://{BUCKET}/published/{ds}/", conn_id=STORAGE_CONN_ID)
         catalogue = []
-        for result in results:
+        # [:] reads all the results in one request; a plain loop ends in a false "XCom not found" error on Airflow 3
+        for result in results[:]:
             source = ObjectStoragePath(result["output_uri"], conn_id=STORAGE_CONN_ID)
             target = published / source.name
             source.copy(target)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite on Airflow 2.11, the oldest Airflow the provider supports, in a virtualenv of
-# its own (made once, like scripts/bootstrap.sh does for 3.x). Extra arguments go to pytest, e.g.
-# `scripts/test-airflow2.sh -m "not dags"` for the quick part only.
+# its own (made once, like scripts/bootstrap.sh does for 3.x), in parallel as scripts/test.sh runs it. Extra
+# arguments go to pytest and come last, so they win: `scripts/test-airflow2.sh -m "not slow"` for the quick part
+# only, `scripts/test-airflow2.sh -n 0` serially.
 # LTX2_AIRFLOW2_VENV picks another location (default .venv-airflow2 in the repo).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,4 +43,4 @@ if airflow.__version__ != sys.argv[1]:
     sys.exit(f"{sys.executable} has Airflow {airflow.__version__}, expected {sys.argv[1]}")
 print(f"== tests on Airflow {airflow.__version__}", file=sys.stderr)
 EOF
-python -m pytest -q "$@"
+python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder "$@"  # as scripts/test.sh does

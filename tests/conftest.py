@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,9 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Airflow reads its configuration at import time: point it at a private home before anything imports it.
-_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ltx2-airflow-home-"))
-os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
+# Airflow reads its configuration at import time: point it at a private home before anything imports it. Each
+# test process has its own, removed when it ends: every pytest-xdist worker too (a home that another process's
+# conftest made reaches a worker through the environment, and is not shared). An AIRFLOW_HOME set by hand is used.
+_HOME_MADE_BY = "LTX2_TEST_AIRFLOW_HOME_PID"  # LTX2_*: not passed on to the `airflow` subprocesses (airflow_env)
+if "AIRFLOW_HOME" not in os.environ or os.environ.get(_HOME_MADE_BY, str(os.getpid())) != str(os.getpid()):
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="ltx2-airflow-home-")
+    os.environ[_HOME_MADE_BY] = str(os.getpid())
+    atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "false")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "true")
 # No scheduler in process: a batch trigger need not hold its event back (triggers.resume_guard_seconds).
@@ -31,7 +39,40 @@ from airflow_provider_ltx2.simulator.process import SimulatorProcess  # noqa: E4
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "test-key-5f0c1e9a7b"  # distinctive, so a leak is easy to find in any log or table
-FAST = {"queue_seconds": 0.2, "processing_seconds": 0.3}
+# Jobs of 0.15 s (queued 0.05 s, then running): most tests wait for several, one after another.
+FAST = {"queue_seconds": 0.05, "processing_seconds": 0.1}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``scripts/test.sh``: ``--dist loadfile --no-loadscope-reorder``) every module runs whole
+    on one worker, in this order: the costliest first, by their ``airflow dags test`` runs (marker ``dags``) and
+    then their other slow tests, so that the quick modules at the end even the workers out. Every worker orders
+    alike; a serial run keeps the files' order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    cost: dict[Path, int] = {}
+    for item in items:
+        weight = 10 if item.get_closest_marker("dags") else 1 if item.get_closest_marker("slow") else 0
+        cost[item.path] = cost.get(item.path, 0) + weight
+    items.sort(key=lambda item: -cost[item.path])  # stable: a module's tests stay together, in their order
+
+
+# Tables a module prints when it finishes (the fault matrix): a pytest-xdist worker has no terminal, so it hands
+# them over in ``config.workeroutput[WORKER_TABLES]`` as (title, lines), and the controller prints them at the end.
+WORKER_TABLES = "ltx2_tables"
+_tables_from_workers: list[tuple[str, list[str]]] = []
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called in the controller as each worker ends
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    _tables_from_workers.extend(getattr(node, "workeroutput", {}).get(WORKER_TABLES, []))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for title, lines in _tables_from_workers:
+        terminalreporter.write_sep("-", title)
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
@@ -209,23 +250,25 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server in its own process on loopback (a real S3 API: signatures, ACLs), stopped by pid."""
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server in its own process on loopback (a real S3 API: signatures, ACLs), stopped by pid.
+
+    It binds a port the OS picks (``-p 0``) and says which in its log: no other process, another pytest-xdist
+    worker's moto included, can take that port between a probe and the bind.
+    """
     pytest.importorskip("moto", reason="the S3 tests need the test extra (boto3, s3fs, moto)")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"], stdout=output, stderr=output
+        )
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not (found := re.search(r"Running on (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto's server did not start: {log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.05)
+        yield found.group(1)
     finally:
         server.terminate()
         server.wait(10)
@@ -300,60 +343,7 @@ def image_folder(tmp_path: Path) -> Iterator[ImageFolder]:
     thread.join(5)
 
 
-# ------------------------------------------------------------------------------------------ task fakes
-
-
-class FakeTaskInstance:
-    """The part of a task instance the provider's tasks touch: their own XComs."""
-
-    task_id = "generate"
-    map_index = -1
-
-    def __init__(self, xcom: dict[str, Any] | None = None) -> None:
-        self.xcom: dict[str, Any] = dict(xcom or {})
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-    def xcom_pull(self, task_ids: str, key: str, map_indexes: int) -> Any:
-        assert (task_ids, map_indexes) == (self.task_id, self.map_index), "a task reads only its own XComs"
-        return self.xcom.get(key)
-
-
-class FakeStateStore:
-    """Airflow 3.3's task state store, kept in a dict (in Airflow it survives the task's retries)."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.values[key] = value
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
-
-
-class RecordingLog:
-    """Stands in for the operator's logger (stdlib on 2.11, structlog on 3.x): keeps (level, message)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        def record(message: str, *args: Any, **kwargs: Any) -> None:
-            self.records.append((level, message % args if args else message))
-
-        return record
-
-    def messages(self, level: str | None = None) -> list[str]:
-        return [message for logged, message in self.records if level in (None, logged)]
-
-
-def task_context(store: FakeStateStore | None = None, **more: Any) -> dict[str, Any]:
-    return {"ti": FakeTaskInstance(), "task_state_store": FakeStateStore() if store is None else store, **more}
+# ------------------------------------------------------------------------------------------ running a task
 
 
 @dataclass

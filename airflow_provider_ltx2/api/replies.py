@@ -130,7 +130,7 @@ def is_transient(reply: Reply) -> bool:
 def is_throttled(reply: Reply) -> bool:
     """The gateway is full or asks to slow down (429, or 503 with ``Retry-After``): nothing was created.
 
-    Unlike an outage, this is the gateway working as designed: a submit waits for room until the task's
+    Unlike an outage, this is the gateway working as designed: a submit waits for capacity until the task's
     deadline, and a poll slows down, instead of either counting against a retry budget.
     """
     return reply.status == 429 or (reply.status == 503 and bool(reply.retry_after))

@@ -28,7 +28,7 @@ class RetryPolicy:
     surely created no job: a 502/503/504 from the gateway, or a connection that never opened. A read
     timeout or a 500 after the body was sent may already have started a paid generation, so it is
     reported, not repeated. A throttled submit (``is_throttled``) is not retried here: it raises
-    ``Ltx2Throttled`` and the task waits for room until its own deadline (``waits.CapacityWait``).
+    ``Ltx2Throttled`` and the task waits for capacity until its own deadline (``waits.CapacityWait``).
     Status polls cost nothing: they ride out a gateway outage of up to ``poll_outage_seconds`` (never
     past the wait's deadline), so a restart does not fail a long wait; throttled polls wait as long as
     the gateway asks and never count against that budget.
@@ -60,7 +60,7 @@ class RetryPolicy:
     def delay(self, attempt: int, outcome: Reply | TransportFailure) -> float:
         """Seconds to wait before attempt ``attempt + 1``: half the backoff, plus up to half again at random.
 
-        A throttled answer's ``Retry-After`` is honoured in full: the gateway said when there is room.
+        A throttled answer's ``Retry-After`` is honoured in full: the gateway said when it has capacity.
         """
         ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         backoff = random.uniform(ceiling / 2, ceiling)

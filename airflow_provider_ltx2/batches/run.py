@@ -31,7 +31,7 @@ from airflow_provider_ltx2.batches.progress import BatchProgress, BatchRecord, F
 from airflow_provider_ltx2.batches.table import Row, Table
 from airflow_provider_ltx2.contract import PRICE_PER_VIDEO_USD, cost_usd
 from airflow_provider_ltx2.delivery import store
-from airflow_provider_ltx2.events import Delivered, finished_video
+from airflow_provider_ltx2.events import Delivered, delivered_video
 from airflow_provider_ltx2.exceptions import (
     Ltx2BatchFailed,
     Ltx2BudgetExceeded,
@@ -44,7 +44,7 @@ from airflow_provider_ltx2.exceptions import (
 )
 from airflow_provider_ltx2.lifecycle import Generation, poll_once
 from airflow_provider_ltx2.storage import ImageInput, image_input
-from airflow_provider_ltx2.waits import CapacityWait, Deadline, JobPace, Next, Wait, utc_now_iso
+from airflow_provider_ltx2.waits import CapacityWait, Deadline, JobPace, Next, Wait, started_at, utc_now_iso
 
 if TYPE_CHECKING:
     from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
@@ -124,7 +124,7 @@ def row_generation(
     """The generation of one row (its request is already validated); ``image`` if already identified."""
     if image is None:
         image = image_input(row.request["image_url"], settings.image_conn_id, settings.image_url_expires_in)
-    return Generation(hook, row.request, image, log, examine_image=settings.check_image, deadline=deadline)
+    return Generation(hook, row.request, image, log, check_image=settings.check_image, deadline=deadline)
 
 
 def check_budget(table: Table, found: Survey, max_cost_usd: float | None) -> None:
@@ -331,7 +331,11 @@ class BatchRun:
         for request_id in due:
             flight = flights[request_id]
             wait = self.waits.get(request_id) or Wait(
-                flight.job, deadline=deadline.at, poll_interval=self.settings.poll_interval, limit=deadline.limit
+                flight.job,
+                deadline=deadline.at,
+                poll_interval=self.settings.poll_interval,
+                limit=deadline.limit,
+                started=started_at(flight.submitted_at),
             )
             step = poll_once(self.hook, wait, self.log)
             self.waits[request_id] = step.wait
@@ -339,7 +343,7 @@ class BatchRun:
             if step.next is Next.POLL:
                 continue
             try:
-                ended[request_id] = finished_video(flight.job, step.finished_status(), flight.submitted_at)
+                ended[request_id] = delivered_video(flight.job, step.finished_status(), flight.submitted_at)
             except Ltx2Error as error:
                 ended[request_id] = error
         return ended

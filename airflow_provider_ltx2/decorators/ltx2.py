@@ -15,7 +15,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_ltx2.contract import REQUEST_FIELDS
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
-from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
+from airflow_provider_ltx2.operators.video import Ltx2GenerateVideoOperator
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context

@@ -27,6 +27,7 @@ from urllib.parse import urljoin, urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook
 
+from airflow_provider_ltx2 import defaults
 from airflow_provider_ltx2.api.calls import Call, auth_headers, poll_call, submit_call
 from airflow_provider_ltx2.api.connection import Gateway, first_private_address, gateway_from_connection, tls_refusal
 from airflow_provider_ltx2.api.jobs import Job, JobStatus, parse_status, parse_submission
@@ -118,7 +119,7 @@ class Ltx2Hook(BaseHook):
     """
 
     conn_name_attr = "ltx2_conn_id"
-    default_conn_name = "ltx2_default"
+    default_conn_name = defaults.CONN_ID
     conn_type = "ltx2"
     hook_name = "LTX-2 (Pixazo gateway)"
 
@@ -184,7 +185,7 @@ class Ltx2Hook(BaseHook):
 
         Written here rather than taken from providers-http's ``HttpHook``: that hook's retries would
         resend a paid submit, and its extras parsing is private. The extras keep its meaning
-        (``api.network_from_extra``); requests itself honours the environment's proxies and CA bundle.
+        (``api.connection.network_from_extra``); requests itself honours the environment's proxies and CA bundle.
         """
         import requests
 

@@ -8,25 +8,18 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
-from airflow_provider_ltx2.api.jobs import Job
+from airflow_provider_ltx2 import defaults
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
-from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.links import Ltx2VideoLink
-from airflow_provider_ltx2.tasks import Ltx2TaskMixin
-from airflow_provider_ltx2.waits import (
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_TIMEOUT,
-    Deadline,
-    Next,
-    Wait,
-    check_waiting_arguments,
-)
+from airflow_provider_ltx2.tasks import VideoTaskMixin, check_output_uri, check_waiting_arguments
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_provider_ltx2.waits import Wait
 
-class Ltx2VideoSensor(Ltx2TaskMixin, BaseSensorOperator):
+
+class Ltx2VideoSensor(VideoTaskMixin, BaseSensorOperator):
     """Succeed when the LTX-2 request's video is ready; return the same result dict as the operator.
 
     :param request_id: the request id (templated), or the dict a ``wait_for_completion=False``
@@ -49,15 +42,16 @@ class Ltx2VideoSensor(Ltx2TaskMixin, BaseSensorOperator):
         *,
         request_id: str | dict[str, Any],
         polling_url: str | None = None,
-        ltx2_conn_id: str = Ltx2Hook.default_conn_name,
+        ltx2_conn_id: str = defaults.CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        timeout: float = DEFAULT_TIMEOUT,
+        poll_interval: float = defaults.POLL_INTERVAL,
+        timeout: float = defaults.TIMEOUT,
         output_uri: str | None = None,
         output_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        check_waiting_arguments(poll_interval, timeout, output_uri)
+        check_waiting_arguments(poll_interval, timeout)
+        check_output_uri(output_uri)
         super().__init__(poke_interval=poll_interval, timeout=timeout, **kwargs)
         self.request_id = request_id
         self.polling_url = polling_url
@@ -78,24 +72,30 @@ class Ltx2VideoSensor(Ltx2TaskMixin, BaseSensorOperator):
 
     @cached_property
     def wait(self) -> Wait:
+        from airflow_provider_ltx2.api.jobs import Job  # not at DAG-parse time
+        from airflow_provider_ltx2.waits import Deadline, Wait, started_at
+
         deadline = Deadline.starting_now(self.timeout, self.execution_timeout)
         return Wait(
-            Job.from_dict(self.submission), deadline=deadline.at, poll_interval=self.poll_interval, limit=deadline.limit
+            Job.from_dict(self.submission),
+            deadline=deadline.at,
+            poll_interval=self.poll_interval,
+            limit=deadline.limit,
+            started=started_at(self.submission.get("submitted_at")),
         )
 
     def execute(self, context: Context) -> Any:
-        self.learnt(request=self.submission.get("request"), request_id=self.submission["request_id"])
+        self.keep_facts(request=self.submission.get("request"), request_id=self.submission["request_id"])
         if not self.deferrable:
             return super().execute(context)
         self.defer_wait(self.wait, self.submission.get("submitted_at"))
 
     def poke(self, context: Context) -> PokeReturnValue:
         """One poll; past the deadline it keeps saying "not yet" and Airflow's sensor timeout ends the task."""
-        from airflow_provider_ltx2.delivery import (
-            failure_reported,  # task-time modules, imported at run time, not at DAG-parse time
-        )
-        from airflow_provider_ltx2.events import finished_video
+        from airflow_provider_ltx2.delivery import failure_reported  # task-time modules: not at DAG-parse time
+        from airflow_provider_ltx2.events import delivered_video
         from airflow_provider_ltx2.lifecycle import poll_once
+        from airflow_provider_ltx2.waits import Next
 
         with failure_reported(context):
             step = poll_once(self.hook, self.wait, self.log)
@@ -104,8 +104,8 @@ class Ltx2VideoSensor(Ltx2TaskMixin, BaseSensorOperator):
                 step.finished_status()  # raises the reason
             if step.next is not Next.FINISHED:
                 return PokeReturnValue(is_done=False)
-            delivered = finished_video(self.wait.job, step.finished_status(), self.submission.get("submitted_at"))
-            return PokeReturnValue(is_done=True, xcom_value=self.finish(context, delivered))
+            delivered = delivered_video(self.wait.job, step.finished_status(), self.submission.get("submitted_at"))
+            return PokeReturnValue(is_done=True, xcom_value=self.deliver(context, delivered))
 
     def known_request(self, context: Context) -> dict[str, Any] | None:
         return self.submission.get("request")

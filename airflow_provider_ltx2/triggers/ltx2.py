@@ -21,11 +21,16 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_ltx2 import defaults
 from airflow_provider_ltx2.api.connection import Gateway
 from airflow_provider_ltx2.api.jobs import Job, JobStatus
 from airflow_provider_ltx2.api.retries import RetryPolicy
 from airflow_provider_ltx2.batches.progress import BatchProgress
 from airflow_provider_ltx2.events import (
+    BatchEvent,
+    ErrorEvent,
+    TriggerPayload,
+    VideoEvent,
     batch_event,
     capacity_event,
     capacity_timeout_event,
@@ -34,7 +39,7 @@ from airflow_provider_ltx2.events import (
 )
 from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import READ_TIMEOUT, Ltx2Hook
-from airflow_provider_ltx2.waits import DEFAULT_POLL_INTERVAL, CapacityWait, Next, Wait, after_poll
+from airflow_provider_ltx2.waits import CapacityWait, Next, Wait, after_poll, started_at
 
 SCHEDULER_LOOP_MARGIN = 5.0
 # The longest a trigger holds its event back, whatever its kwargs say: a worker's clock ahead of the triggerer's,
@@ -95,10 +100,10 @@ class Ltx2Trigger(BaseTrigger):
         super().__init__()
         self.not_before = not_before
 
-    async def wait(self) -> dict[str, Any]:
+    async def wait(self) -> TriggerPayload:
         raise NotImplementedError
 
-    def error_event(self, error: Ltx2Error) -> dict[str, Any]:
+    def error_event(self, error: Ltx2Error) -> ErrorEvent:
         return error_event(None, error)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -129,8 +134,8 @@ class Ltx2VideoTrigger(Ltx2Trigger):
         request_id: str,
         deadline: float,
         polling_url: str | None = None,
-        ltx2_conn_id: str = Ltx2Hook.default_conn_name,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        ltx2_conn_id: str = defaults.CONN_ID,
+        poll_interval: float = defaults.POLL_INTERVAL,
         submitted_at: str | None = None,
         deadline_limit: str = "timeout",
         retry_policy: dict[str, Any] | None = None,
@@ -161,7 +166,6 @@ class Ltx2VideoTrigger(Ltx2Trigger):
             deadline_limit=wait.limit,
             retry_policy=hook.retry_policy.to_dict(),
             read_timeout=hook.read_timeout,
-            not_before=resume_not_before(),
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -185,12 +189,18 @@ class Ltx2VideoTrigger(Ltx2Trigger):
     def job(self) -> Job:
         return Job(self.request_id, self.polling_url)
 
-    def error_event(self, error: Ltx2Error) -> dict[str, Any]:
+    def error_event(self, error: Ltx2Error) -> ErrorEvent:
         return error_event(self.job, error)
 
-    async def wait(self) -> dict[str, Any]:
+    async def wait(self) -> TriggerPayload:
         job = self.job
-        wait = Wait(job, deadline=self.deadline, poll_interval=self.poll_interval, limit=self.deadline_limit)
+        wait = Wait(
+            job,
+            deadline=self.deadline,
+            poll_interval=self.poll_interval,
+            limit=self.deadline_limit,
+            started=started_at(self.submitted_at),
+        )
         hook = Ltx2Hook(self.ltx2_conn_id, retry_policy=self.retry_policy, read_timeout=self.read_timeout)
         async with hook.aconnect() as gateway:
             with capacity_queue(gateway).running_jobs(1) as running:
@@ -220,21 +230,27 @@ class Ltx2CapacityTrigger(Ltx2Trigger):
     """
 
     def __init__(
-        self, room: dict[str, Any], ltx2_conn_id: str = Ltx2Hook.default_conn_name, not_before: float | None = None
+        self,
+        capacity: dict[str, Any] | None = None,
+        ltx2_conn_id: str = defaults.CONN_ID,
+        not_before: float | None = None,
+        room: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(not_before)
-        # The kwarg keeps its 0.2 name, ``room``: triggers in flight are stored with it.
-        self.capacity = CapacityWait.from_dict(room)
+        carried = capacity if capacity is not None else room  # ``room``: the kwarg's name in 0.2 and 0.3
+        if carried is None:
+            raise Ltx2ValidationError("Ltx2CapacityTrigger needs its capacity wait (kwarg capacity).")
+        self.capacity = CapacityWait.from_dict(carried)
         self.ltx2_conn_id = ltx2_conn_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return _classpath(self), {
-            "room": self.capacity.to_dict(),
+            "capacity": self.capacity.to_dict(),
             "ltx2_conn_id": self.ltx2_conn_id,
             "not_before": self.not_before,
         }
 
-    async def wait(self) -> dict[str, Any]:
+    async def wait(self) -> TriggerPayload:
         capacity = self.capacity
         woken_by = await capacity_queue(await Ltx2Hook(ltx2_conn_id=self.ltx2_conn_id).agateway()).wait(capacity)
         if woken_by is None:
@@ -261,8 +277,8 @@ class Ltx2BatchTrigger(Ltx2Trigger):
         batch: dict[str, Any],
         deadline: float,
         deadline_limit: str = "timeout",
-        ltx2_conn_id: str = Ltx2Hook.default_conn_name,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        ltx2_conn_id: str = defaults.CONN_ID,
+        poll_interval: float = defaults.POLL_INTERVAL,
         wake_at: float | None = None,
         capacity: dict[str, Any] | None = None,
         retry_policy: dict[str, Any] | None = None,
@@ -297,7 +313,7 @@ class Ltx2BatchTrigger(Ltx2Trigger):
             },
         )
 
-    def _event(self, ended: dict[str, dict[str, Any]], woken_by: str) -> dict[str, Any]:
+    def _event(self, ended: dict[str, VideoEvent], woken_by: str) -> BatchEvent:
         return batch_event(
             self.progress.to_dict(),
             ended,
@@ -307,12 +323,16 @@ class Ltx2BatchTrigger(Ltx2Trigger):
             capacity=self.capacity,
         )
 
-    async def wait(self) -> dict[str, Any]:
+    async def wait(self) -> TriggerPayload:
         hook = Ltx2Hook(self.ltx2_conn_id, retry_policy=self.retry_policy, read_timeout=self.read_timeout)
         submitted_at = {flight.request_id: flight.submitted_at for flight in self.progress.in_flight}
         waits = {
             flight.request_id: Wait(
-                flight.job, deadline=self.deadline, poll_interval=self.poll_interval, limit=self.deadline_limit
+                flight.job,
+                deadline=self.deadline,
+                poll_interval=self.poll_interval,
+                limit=self.deadline_limit,
+                started=started_at(flight.submitted_at),
             )
             for flight in self.progress.in_flight
         }
@@ -321,7 +341,7 @@ class Ltx2BatchTrigger(Ltx2Trigger):
             if not waits:  # nothing in flight: only capacity (or the deadline) wakes the batch
                 return self._event({}, await self._capacity_wait(queue) or "timer")
             wake_at = min(self.deadline, self.wake_at or self.deadline)
-            ended: dict[str, dict[str, Any]] = {}
+            ended: dict[str, VideoEvent] = {}
             with queue.running_jobs(len(waits)) as running:
                 while True:
                     delay = self.poll_interval
@@ -382,7 +402,7 @@ class _CapacityQueue:
 
     A finished job frees one slot, so it wakes one waiter: waking them all would send every waiting task
     back to a worker to meet one free slot. While jobs of the gateway run in this loop (a video trigger's, a
-    batch trigger's), room will come through here, so the fallback timers stay long and restart whenever a
+    batch trigger's), capacity will come through here, so the fallback timers stay long and restart whenever a
     job finishes; with none running, the head of the queue watches the gateway's Retry-After instead.
     """
 

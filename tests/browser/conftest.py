@@ -40,7 +40,7 @@ import pytest
 
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
 from tests.conftest import FAST, KEY, REPO, airflow_env
-from tests.test_plugin import BATCH_TASKS, write_batch_tasks_dag
+from tests.integration.plugins.test_plugin import BATCH_TASKS, write_batch_tasks_dag
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("LTX2_CHROMIUM", "/usr/bin/chromium")
@@ -264,7 +264,7 @@ def log_in(base_url: str, password: str) -> str:
 @pytest.fixture(scope="session")
 def airflow_ui(ui_simulator: SimulatorProcess) -> Iterator[AirflowUI]:
     """A migrated SQLite home with finished deferrable runs of the single-video and batch examples (videos
-    downloaded) and of the batch tasks of ``tests.test_plugin``, a CLI-made ``ltx2`` connection, and
+    downloaded) and of the batch tasks of ``tests.integration.plugins.test_plugin``, a CLI-made ``ltx2`` connection, and
     ``airflow api-server`` on a free loopback port."""
     home = run_dir_path() / "airflow-home"
     home.mkdir(exist_ok=True)

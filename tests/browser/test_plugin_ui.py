@@ -22,7 +22,7 @@ from tests.browser.conftest import (
     AirflowUI,
     new_context,
 )
-from tests.test_plugin import SIMULATED_FAILURE
+from tests.integration.plugins.test_plugin import SIMULATED_FAILURE
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect

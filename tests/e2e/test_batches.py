@@ -1,6 +1,6 @@
 """Batches at the LTX-2 gateway's limits: eight deferrable generations against two concurrent jobs.
 
-The simulator runs with ``--max-concurrent-jobs 2`` and 30 s jobs, the scheduler with room for every
+The simulator runs with ``--max-concurrent-jobs 2`` and 30 s jobs (10 s pooled), the scheduler with room for every
 generation at once, so the gateway and not Airflow holds the batch back. Without a pool its 429s pace
 the batch: each throttled task must wait deferred (in the triggerer, without a worker slot) and the two
 slots must stay busy. Through an Airflow pool sized to the limit nothing is throttled at all.
@@ -31,7 +31,7 @@ BATCH_SIZE = 8
 SLOTS = GATEWAY_SLOTS  # the gateway's concurrent jobs (the `limited` fixture)
 QUEUE_SECONDS, PROCESSING_SECONDS = 2, 28  # a 30 s job
 SAMPLE_EVERY = 1.0  # seconds between two looks at every task instance's state
-# From "waiting for room" in the log to the task being deferred: it hands over and its process exits.
+# From "waiting for capacity" in the log to the task being deferred: it hands over and its process exits.
 DEFER_GRACE = 3.0
 # From the wake-up to "got into the gateway": scheduled, queued, a worker start and the submit.
 RESUME_GRACE = 10.0
@@ -154,7 +154,7 @@ def busy_share(stats: dict[str, Any]) -> float:
 def assert_waited_deferred(samples: list[Sample], logs: dict[int, TaskLog]) -> str:
     """Throttled tasks waited deferred, and few generate tasks were ever in a worker at once.
 
-    A task's waiting window runs from its "waiting for room" line (plus ``DEFER_GRACE``, the hand-over
+    A task's waiting window runs from its "waiting for capacity" line (plus ``DEFER_GRACE``, the hand-over
     to the triggerer) to its "got into the gateway" line (less ``RESUME_GRACE``, the final resume that
     submitted). Inside the windows, pooled over all tasks, at least ``WAITING_DEFERRED_SHARE`` of the
     samples must show the task deferred; and no single task may be out of deferred in more than
@@ -169,7 +169,7 @@ def assert_waited_deferred(samples: list[Sample], logs: dict[int, TaskLog]) -> s
     """
     windows: dict[int, tuple[float, float]] = {}
     for index, log in logs.items():
-        waiting, got_in = log.first("waiting for room;"), log.first("got into the LTX-2 gateway")
+        waiting, got_in = log.first("waiting for capacity;"), log.first("got into the LTX-2 gateway")
         if waiting is not None:
             assert got_in is not None and got_in > waiting, f"task {index} waited but never got in"
             windows[index] = (waiting + DEFER_GRACE, got_in - RESUME_GRACE)
@@ -218,7 +218,15 @@ def test_a_batch_bigger_than_the_gateway_waits_deferred_and_keeps_its_slots_busy
     )
 
 
-def test_the_same_batch_in_a_pool_sized_to_the_gateway_is_never_throttled(gateway: Deployment) -> None:
+@pytest.fixture
+def short_jobs(limited: Deployment, e2e: Deployment) -> Deployment:
+    """A reset simulator with 10 s jobs and the limit it was started with: a pool, not the jobs' length, is what
+    keeps the batch below the gateway's limit, and shorter jobs keep the suite short."""
+    return jobs_of(e2e, QUEUE_SECONDS, 8)
+
+
+def test_the_same_batch_in_a_pool_sized_to_the_gateway_is_never_throttled(short_jobs: Deployment) -> None:
+    gateway = short_jobs
     assert gateway.sim is not None
     gateway.airflow("pools", "set", POOL, str(SLOTS), "LTX-2 gateway slots", "--include-deferred")
     try:
@@ -230,7 +238,7 @@ def test_the_same_batch_in_a_pool_sized_to_the_gateway_is_never_throttled(gatewa
     assert paid_jobs(stats) == BATCH_SIZE
     assert stats["throttled"] == {"submit": 0, "poll": 0}, "no 429 at all"
     logs = batch_logs(gateway, POOLED, run_id)
-    assert not [index for index, log in logs.items() if log.first("waiting for room") is not None]
+    assert not [index for index, log in logs.items() if log.first("waiting for capacity") is not None]
     holding = max(sum(sample.count(state) for state in ("queued", "running", "deferred")) for sample in samples)
     assert holding <= SLOTS, f"{holding} generations held a pool slot at once"
     resumes = worker_resumes(logs)

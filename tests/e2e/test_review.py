@@ -96,3 +96,5 @@ def test_the_approved_videos_are_published(e2e: Deployment) -> None:
         assert entry["uri"] == f"file://{video}" and entry["approved_by"] == answer["responded_by"]["name"]
         assert video.read_bytes() == (originals / f"{index}.mp4").read_bytes()
     assert submits(e2e) == 3, "publishing pays for nothing"
+    for task_id in ("describe_videos", "publish"):  # both read the mapped results: no false "XCom not found"
+        assert "XCom not found" not in e2e.task_log(REVIEW, run_id, task_id, 1), task_id
