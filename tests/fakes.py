@@ -9,12 +9,30 @@ import json
 from datetime import timedelta
 from typing import Any
 
-try:  # the type Airflow 3.3's SetTaskStateStore message declares for a value (pydantic is Airflow's dependency)
+
+def _check_json(value: Any, where: str = "value") -> None:
+    """What pydantic's ``JsonValue`` accepts, for a pydantic without it (before 2.5): raises ``ValueError``."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{where}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: key {key!r} is not a string")
+            _check_json(item, f"{where}[{key!r}]")
+        return
+    raise ValueError(f"{where}: {type(value).__name__} {value!r} is not a valid JSON value")
+
+
+try:  # the type of the value in Airflow 3.3's SetTaskStateStore message (pydantic is Airflow's dependency)
     from pydantic import JsonValue, TypeAdapter
 
-    _JSON_VALUE: Any = TypeAdapter(JsonValue)
-except ImportError:  # a pydantic before 2.5
-    _JSON_VALUE = None
+    _validate_json: Any = TypeAdapter(JsonValue).validate_python  # raises ValidationError, a ValueError
+except ImportError:
+    _validate_json = _check_json
 
 
 class FakeTaskInstance:
@@ -57,10 +75,9 @@ class FakeStateStore:
     def set(self, key: str, value: Any, *, retention: timedelta | None = None) -> None:
         if value is None:
             raise ValueError("Cannot set value as None")  # as Airflow's accessor says it
-        if _JSON_VALUE is not None:
-            # Airflow builds SetTaskStateStore(value=...) here, whose pydantic validation raises this on a value
-            # that is not JSON (json.dumps alone would take a tuple as a list)
-            _JSON_VALUE.validate_python(value)
+        # Airflow builds SetTaskStateStore(value=...) here, whose validation refuses a value that is not JSON
+        # (json.dumps alone would take a tuple for a list)
+        _validate_json(value)
         self.values[key] = json.loads(json.dumps(value))
 
     def delete(self, key: str) -> None:

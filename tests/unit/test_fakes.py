@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests import fakes
 from tests.fakes import FakeStateStore, FakeTaskInstance
 
 # (ids of their own: a set's repr changes from one process to the next, and pytest-xdist workers must agree)
@@ -59,6 +60,22 @@ def test_the_state_store_accepts_exactly_what_airflows_message_accepts(value: An
     else:
         fake_accepts = True
     assert fake_accepts == airflow_accepts
+
+
+@pytest.mark.parametrize("value", [*(pytest.param(value, id=repr(value)) for value in JSON), *NOT_JSON])
+def test_the_check_for_an_older_pydantic_agrees_with_pydantics_json_value(value: Any) -> None:
+    pydantic = pytest.importorskip("pydantic")
+    if not hasattr(pydantic, "JsonValue"):
+        pytest.skip("pydantic before 2.5: the check is all there is")
+    verdicts = []
+    for check in (pydantic.TypeAdapter(pydantic.JsonValue).validate_python, fakes._check_json):
+        try:
+            check(value)
+        except ValueError:
+            verdicts.append("refused")
+        else:
+            verdicts.append("accepted")
+    assert verdicts[0] == verdicts[1]
 
 
 def test_a_value_changed_after_it_was_written_or_read_leaves_the_store_as_it_was() -> None:
