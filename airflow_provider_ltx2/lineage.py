@@ -88,6 +88,10 @@ class Ltx2RunFacet(RunFacet):
             self._producer = PRODUCER
         super().__attrs_post_init__()
 
+    @classmethod
+    def _get_schema(cls) -> str:  # a staticmethod in OpenLineage: here the class names its own schema
+        return schema_url(cls.__name__)
+
 
 @define
 class Ltx2GenerationRunFacet(Ltx2RunFacet):
@@ -98,10 +102,6 @@ class Ltx2GenerationRunFacet(Ltx2RunFacet):
     reused: bool = False
     submittedAt: str | None = None
     completedAt: str | None = None
-
-    @staticmethod
-    def _get_schema() -> str:
-        return schema_url("Ltx2GenerationRunFacet")
 
 
 def on_complete(result: Mapping[str, Any] | None, gateway_url: str | None) -> OperatorLineage:
@@ -159,10 +159,6 @@ class Ltx2BatchRunFacet(Ltx2RunFacet):
     costUsd: float
     estimatedCostUsd: float
     manifestUri: str
-
-    @staticmethod
-    def _get_schema() -> str:
-        return schema_url("Ltx2BatchRunFacet")
 
 
 def batch_lineage(requests: Any, output_prefix: Any, result: Mapping[str, Any] | None) -> OperatorLineage:
