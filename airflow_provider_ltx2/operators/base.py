@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
@@ -37,6 +38,9 @@ class Ltx2BaseOperator(Ltx2HookMixin, BaseOperator):
     :param reuse_existing: when the output already holds the MP4 of this very request (its sidecar says so and
         the MP4 matches it), keep it without any gateway call.
     """
+
+    # The shared arguments a template may set; each operator adds its own in front.
+    template_fields: Sequence[str] = (*REQUEST_SETTINGS, "image_conn_id", "output_conn_id")
 
     def __init__(
         self,

@@ -137,15 +137,9 @@ class Ltx2GenerateVideoBatchOperator(Ltx2BaseOperator):
         "requests",
         "requests_conn_id",
         "output_prefix",
-        "output_conn_id",
-        "image_conn_id",
-        "duration",
-        "resolution",
-        "aspect_ratio",
-        "fps",
-        "generate_audio",
         "max_cost_usd",
         "allowed_image_prefixes",
+        *Ltx2BaseOperator.template_fields,
     )
     operator_extra_links = (Ltx2BatchLink(),)
     ui_color = "#e9d5ff"

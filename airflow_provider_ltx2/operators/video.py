@@ -37,18 +37,7 @@ class Ltx2GenerateVideoOperator(VideoTaskMixin, Ltx2BaseOperator):
     connection, waiting, deferring and image arguments are ``Ltx2BaseOperator``'s.
     """
 
-    template_fields: Sequence[str] = (
-        "image_url",
-        "image_conn_id",
-        "prompt",
-        "duration",
-        "resolution",
-        "aspect_ratio",
-        "fps",
-        "generate_audio",
-        "output_uri",
-        "output_conn_id",
-    )
+    template_fields: Sequence[str] = ("image_url", "prompt", "output_uri", *Ltx2BaseOperator.template_fields)
     operator_extra_links = (Ltx2VideoLink(),)
     ui_color = "#f3e8ff"
 
