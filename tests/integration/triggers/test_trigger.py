@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from airflow_provider_ltx2 import events, waits
+from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
-from airflow_provider_ltx2.triggers.ltx2 import Ltx2VideoTrigger
+from airflow_provider_ltx2.triggers.ltx2 import Ltx2CapacityTrigger, Ltx2VideoTrigger
 from tests.conftest import KEY
 
 REQUEST = {"image_url": "https://images.example.com/cat.jpg", "prompt": "waves roll in"}
@@ -164,3 +165,10 @@ def test_a_trigger_stored_by_0_2_is_rebuilt_from_its_classpath_and_kwargs(classp
     if "room" in stored:
         stored["capacity"] = stored.pop("room")
     assert trigger.serialize() == (classpath, {**stored, "not_before": None})
+
+
+def test_a_capacity_trigger_stored_without_its_wait_fails_naming_the_kwarg() -> None:
+    """Kwargs with neither ``capacity`` nor 0.3's ``room`` (a hand-edited or truncated row) fail clearly, not with
+    a ``TypeError`` deep in the triggerer."""
+    with pytest.raises(Ltx2ValidationError, match=r"needs its capacity wait \(kwarg capacity\)"):
+        Ltx2CapacityTrigger(ltx2_conn_id="ltx2_default", not_before=None)
