@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self  # typing's own from Python 3.11; the package supports 3.10
 
     from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+    from airflow_provider_ltx2.spend import SpendGuard
 
 STATE_KEY = "ltx2_request"  # task_state_store key (Airflow 3.3+): the paid request of this task instance
 
@@ -251,13 +252,21 @@ class Generation:
         return Submitted(job, submitted_at if isinstance(submitted_at, str) else None)
 
     def paid_job(
-        self, record: RequestRecord, capacity: CapacityWait, defer: Callable[[CapacityWait], None] | None = None
+        self,
+        record: RequestRecord,
+        capacity: CapacityWait,
+        spend: SpendGuard,
+        defer: Callable[[CapacityWait], None] | None = None,
     ) -> Submitted:
-        """The job this task pays for once: an earlier try's, else a new submit, recorded at once."""
+        """The job this task pays for once: an earlier try's (nothing reserved), else a new submit within the key's
+        budget (``spend`` reserves one video first, and settles once the job is recorded), recorded at once."""
         submitted = self.reattach(record, capacity.deadline)
         if submitted is None:
-            submitted = self.submit_when_capacity(capacity, defer)
-            record.save(submitted, self.request)
+            # A deferral for capacity ends the block too: the reservation is freed while the task waits.
+            with spend.reserved(videos=1) as reservation:
+                submitted = self.submit_when_capacity(capacity, defer)
+                reservation.paid_for(1)
+                record.save(submitted, self.request)
         return submitted
 
 

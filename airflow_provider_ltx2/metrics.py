@@ -16,6 +16,7 @@ BATCH_ROWS_FAILED = "ltx2.batch_rows_failed"  # rows of a batch whose generation
 FAILURES = "ltx2.failures"  # tagged/suffixed by kind: the error class, e.g. ltx2.failures.Ltx2Timeout
 GENERATION_SECONDS = "ltx2.generation_seconds"  # submit accepted -> video ready (timer)
 DOWNLOAD_SECONDS = "ltx2.download_seconds"  # streaming the MP4 to output_uri (timer)
+SPEND_USD = "ltx2.spend_usd"  # the key's spend today, paid or reserved, as the spend guard's ledger says (gauge)
 
 
 def count(name: str) -> None:
@@ -29,3 +30,7 @@ def failure(kind: str) -> None:
 
 def seconds(name: str, value: float) -> None:
     Stats.timing(name, timedelta(seconds=value))
+
+
+def gauge(name: str, value: float) -> None:
+    Stats.gauge(name, value)

@@ -72,15 +72,24 @@ def first_private_address(addresses: Iterable[str]) -> str | None:
     return None
 
 
+def _extra_value(extra: Mapping[str, Any], name: str) -> Any:
+    """An extra as the form or JSON stored it (Airflow 2's form prefixes ``extra__ltx2__``); None when empty."""
+    found = extra.get(name, extra.get(f"extra__ltx2__{name}"))
+    return None if found in (None, "") else found
+
+
+def _invalid_extra(conn_id: str, name: str, found: Any, accepted: str) -> Ltx2ValidationError:
+    return Ltx2ValidationError(f"Connection {conn_id!r} has {name}={found!r}: accepted values are {accepted}.")
+
+
 def network_from_extra(conn_id: str, extra: Mapping[str, Any]) -> Network:
     """Read ``verify``, ``cert`` and ``proxies`` from a connection's extras (the form's fields are strings)."""
 
     def value(name: str) -> Any:
-        found = extra.get(name, extra.get(f"extra__ltx2__{name}"))
-        return None if found in (None, "") else found
+        return _extra_value(extra, name)
 
     def invalid(name: str, found: Any, accepted: str) -> Ltx2ValidationError:
-        return Ltx2ValidationError(f"Connection {conn_id!r} has {name}={found!r}: accepted values are {accepted}.")
+        return _invalid_extra(conn_id, name, found, accepted)
 
     verify: bool | str = True
     if (found := value("verify")) is not None:
@@ -114,6 +123,78 @@ def network_from_extra(conn_id: str, extra: Mapping[str, Any]) -> Network:
             raise invalid("proxies", found, '{"http": proxy URL, "https": proxy URL}, or one proxy URL for both')
         proxies = dict(found)
     return Network(verify=verify, cert=cert, proxies=tuple(sorted(proxies.items())))
+
+
+@dataclass(frozen=True)
+class SpendCaps:
+    """The key's caps on spend (USD per UTC day and per calendar month) and the ledger folder that keeps them.
+
+    A ledger without a cap records spend (the UI shows it) and refuses nothing; a cap needs a ledger.
+    """
+
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    ledger_uri: str | None = None
+    ledger_conn_id: str | None = None
+
+    @property
+    def capped(self) -> bool:
+        return self.daily_usd is not None or self.monthly_usd is not None
+
+
+SPEND_EXTRAS = ("daily_budget_usd", "monthly_budget_usd", "spend_ledger_uri", "spend_ledger_conn_id")
+
+
+def spend_caps_from_extra(conn_id: str, extra: Mapping[str, Any]) -> SpendCaps:
+    """Read the spend guard's extras; raise ``Ltx2ValidationError`` naming the extra for a value that cannot work,
+    and for a cap without ``spend_ledger_uri`` (a cap nothing could enforce)."""
+
+    def amount(name: str) -> float | None:
+        found = _extra_value(extra, name)
+        if found is None:
+            return None
+        try:
+            value = float(found.strip()) if isinstance(found, str) else found
+        except ValueError:
+            value = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf"):
+            return float(value)
+        raise _invalid_extra(conn_id, name, found, "an amount in USD >= 0, or empty for no cap")
+
+    daily, monthly = amount("daily_budget_usd"), amount("monthly_budget_usd")
+    ledger_uri = _extra_value(extra, "spend_ledger_uri")
+    if ledger_uri is not None:
+        text = str(ledger_uri).strip()
+        parts = urlsplit(text)
+        if (
+            not isinstance(ledger_uri, str)
+            or not parts.scheme
+            or "://" not in text
+            or "@" in parts.netloc
+            or parts.query
+            or parts.fragment
+            or not (text.isascii() and text.isprintable())
+        ):
+            raise _invalid_extra(
+                conn_id,
+                "spend_ledger_uri",
+                ledger_uri,
+                "the URI of a folder in any object store, such as s3://bucket/ltx2-spend/ or file:///data/ltx2-spend/, "
+                "without credentials, query or fragment",
+            )
+        ledger_uri = text.rstrip("/")
+    ledger_conn_id = _extra_value(extra, "spend_ledger_conn_id")
+    if ledger_conn_id is not None and not isinstance(ledger_conn_id, str):
+        raise _invalid_extra(conn_id, "spend_ledger_conn_id", ledger_conn_id, "a connection id")
+    caps = SpendCaps(daily, monthly, ledger_uri, ledger_conn_id.strip() if ledger_conn_id else None)
+    if caps.capped and caps.ledger_uri is None:
+        cap = "daily_budget_usd" if daily is not None else "monthly_budget_usd"
+        raise Ltx2ValidationError(
+            f"Connection {conn_id!r} sets {cap}={daily if daily is not None else monthly:g} without spend_ledger_uri: "
+            "a cap needs the folder where every task records what it spends (any object store, e.g. "
+            "s3://bucket/ltx2-spend/ with spend_ledger_conn_id). Nothing was sent."
+        )
+    return caps
 
 
 TRUST_FIX = "set the LTX-2 connection's extra `verify` to the CA bundle that signed it (or REQUESTS_CA_BUNDLE)"

@@ -61,6 +61,8 @@ class BatchProgress:
     in_flight: list[InFlight] = field(default_factory=list)
     failed: dict[str, FailedRow] = field(default_factory=dict)
     logged_at: float | None = None  # the last progress line in the task log
+    spend: dict[str, Any] | None = None  # this try's open reservation in the key's ledger (``spend.Reservation``)
+    paid_when_reserved: int = 0  # ``paid`` when it was made: what it settles to is what was paid since
 
     @property
     def settled(self) -> int:
@@ -73,6 +75,13 @@ class BatchProgress:
     @property
     def cost_usd(self) -> float:
         return cost_usd(self.paid)
+
+    @property
+    def left_to_pay(self) -> int:
+        """Rows the batch may still pay for: its estimate less the submits made and the rows that failed unpaid
+        (at most; a row found reusable later is not paid for)."""
+        failed_unpaid = sum(1 for row in self.failed.values() if row.request_id is None)
+        return max(0, self.estimated - self.paid - failed_unpaid)
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": PROGRESS_VERSION, **asdict(self)}
@@ -96,10 +105,19 @@ class BatchProgress:
                 in_flight=[InFlight(**entry) for entry in data["in_flight"]],
                 failed={str(row): FailedRow(**entry) for row, entry in data["failed"].items()},
                 logged_at=data.get("logged_at"),
+                spend=_optional_dict(data, "spend"),
+                paid_when_reserved=_typed(data, "paid_when_reserved", int) if "paid_when_reserved" in data else 0,
             )
         except (AttributeError, KeyError, TypeError, ValueError) as error:
             raise Ltx2Error(f"Malformed LTX-2 batch progress ({error}): {str(data)[:300]}") from None
         return progress
+
+
+def _optional_dict(data: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    value = data.get(name)  # absent from progress written before 0.4
+    if value is not None and not isinstance(value, dict):
+        raise TypeError(f"{name}={value!r}")
+    return value
 
 
 def _typed(data: Mapping[str, Any], name: str, kind: type) -> Any:

@@ -48,6 +48,7 @@ from airflow_provider_ltx2.waits import CapacityWait, Deadline, JobPace, Next, W
 
 if TYPE_CHECKING:
     from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
+    from airflow_provider_ltx2.spend import SpendGuard
 
 PROGRESS_LOG_EVERY = 60.0
 NAMED_FAILED_ROWS = 5  # failed rows a batch's failure names (the manifest has them all)
@@ -193,6 +194,31 @@ class BatchRun:
             estimated=found.to_generate,
         )
         return cls(hook, table, settings, progress, record, log, found)
+
+    # ------------------------------------------------------------------------------------ the key's budget
+
+    def reserve(self, spend: SpendGuard) -> None:
+        """Reserve what is left to pay in the key's ledger before the next paid call, and record the reservation
+        with the progress (it outlives deferrals; a retry settles it, then reserves what is left).
+
+        Raises ``Ltx2BudgetExceeded`` when it does not fit the key's caps.
+        """
+        self.settle_spend(spend)  # an earlier try's, if it could not settle it (its process was killed)
+        reservation = spend.reserve(self.progress.left_to_pay)
+        self.progress.spend = reservation.to_dict()
+        self.progress.paid_when_reserved = self.progress.paid
+        self.save()
+
+    def settle_spend(self, spend: SpendGuard) -> None:
+        """Settle the open reservation to what was paid since it was made; the rest of it is freed."""
+        progress = self.progress
+        if progress.spend is None:
+            return
+        reservation = spend.resumed(progress.spend)
+        reservation.paid_for(progress.paid - progress.paid_when_reserved)
+        spend.settle(reservation)
+        progress.spend = None
+        self.unsaved = True
 
     # ------------------------------------------------------------------------------------ submitting
 

@@ -29,7 +29,14 @@ from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_ltx2 import defaults
 from airflow_provider_ltx2.api.calls import Call, auth_headers, poll_call, submit_call
-from airflow_provider_ltx2.api.connection import Gateway, first_private_address, gateway_from_connection, tls_refusal
+from airflow_provider_ltx2.api.connection import (
+    Gateway,
+    SpendCaps,
+    first_private_address,
+    gateway_from_connection,
+    spend_caps_from_extra,
+    tls_refusal,
+)
 from airflow_provider_ltx2.api.jobs import Job, JobStatus, parse_status, parse_submission
 from airflow_provider_ltx2.api.redaction import hide_signed_urls
 from airflow_provider_ltx2.api.replies import Reply, TransportFailure, error_for_reply, gateway_message
@@ -163,10 +170,20 @@ class Ltx2Hook(BaseHook):
     # ---------------------------------------------------------------------------------- credentials
 
     @cached_property
-    def gateway(self) -> Gateway:
+    def _connection(self) -> Any:
         with _looked_up(self.ltx2_conn_id):
-            conn = self.get_connection(self.ltx2_conn_id)
+            return self.get_connection(self.ltx2_conn_id)
+
+    @cached_property
+    def gateway(self) -> Gateway:
+        conn = self._connection
         return self._checked(gateway_from_connection(self.ltx2_conn_id, conn.host, conn.password, conn.extra_dejson))
+
+    @cached_property
+    def spend_caps(self) -> SpendCaps:
+        """The key's spend caps and ledger (the connection's extras): read by paying tasks only, so a broken cap
+        fails what would pay, not a sensor or a trigger."""
+        return spend_caps_from_extra(self.ltx2_conn_id, self._connection.extra_dejson)
 
     def _checked(self, gateway: Gateway) -> Gateway:
         if gateway.network.verify is False:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from airflow.providers.common.compat.sdk import XComArg
+from airflow.providers.common.compat.sdk import TaskDeferred, XComArg
 
 from airflow_provider_ltx2 import defaults
 from airflow_provider_ltx2.exceptions import Ltx2ValidationError
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_ltx2.batches.run import BatchRun, BatchSettings
     from airflow_provider_ltx2.batches.table import Table
+    from airflow_provider_ltx2.spend import SpendGuard
     from airflow_provider_ltx2.waits import Deadline
 
 
@@ -208,11 +209,13 @@ class Ltx2GenerateVideoBatchOperator(Ltx2BaseOperator):
         from airflow_provider_ltx2.batches.progress import BatchRecord
         from airflow_provider_ltx2.batches.run import BatchRun, check_budget, survey
         from airflow_provider_ltx2.delivery import failure_reported
+        from airflow_provider_ltx2.spend import SpendGuard
         from airflow_provider_ltx2.storage import clear_partials
         from airflow_provider_ltx2.waits import Deadline
 
         with failure_reported(context):
             deadline = Deadline.starting_now(self.timeout, self.execution_timeout)
+            spend = SpendGuard.for_task(self.hook, context, self.log)  # a cap without a ledger fails here
             table, settings, record = self._table(), self._settings(), BatchRecord.of(context)
             clear_partials(table.output_prefix, self.output_conn_id, table.file_names)  # a killed try's, once
             earlier = None if self.dry_run else record.load_progress()
@@ -224,7 +227,9 @@ class Ltx2GenerateVideoBatchOperator(Ltx2BaseOperator):
                     earlier.total,
                     len(earlier.in_flight),
                 )
-                return self._advance(context, BatchRun(self.hook, table, settings, earlier, record, self.log), deadline)
+                run = BatchRun(self.hook, table, settings, earlier, record, self.log)
+                run.reserve(spend)  # what is left to pay
+                return self._advance(run, deadline, spend)
             if earlier is not None:
                 self.log.warning(
                     "The table changed since an earlier try: its %d jobs in flight are left to finish unused.",
@@ -255,8 +260,8 @@ class Ltx2GenerateVideoBatchOperator(Ltx2BaseOperator):
                 self.log.info("Dry run: nothing was paid. The plan is in %s", table.manifest_uri)
                 self.batch_result = result
                 return result
-            run.save()
-            return self._advance(context, run, deadline)
+            run.reserve(spend)  # the estimate after reuse; saved with the progress
+            return self._advance(run, deadline, spend)
 
     def resume_batch(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the batch trigger: deliver what ended, fill the freed slots, defer again or finish."""
@@ -264,9 +269,11 @@ class Ltx2GenerateVideoBatchOperator(Ltx2BaseOperator):
         from airflow_provider_ltx2.batches.run import BatchRun
         from airflow_provider_ltx2.delivery import failure_reported
         from airflow_provider_ltx2.events import read_batch_event
+        from airflow_provider_ltx2.spend import SpendGuard
         from airflow_provider_ltx2.waits import Deadline
 
         with failure_reported(context):
+            spend = SpendGuard.for_task(self.hook, context, self.log)
             wake = read_batch_event(event)
             progress = BatchProgress.from_dict(wake.progress)
             table = self._table()
@@ -277,21 +284,33 @@ class Ltx2GenerateVideoBatchOperator(Ltx2BaseOperator):
                 )
             run = BatchRun(self.hook, table, self._settings(), progress, BatchRecord.of(context), self.log)
             run.capacity = wake.capacity
-            run.settle(wake.ended)
-            run.report()
-            return self._advance(context, run, Deadline(wake.deadline, wake.deadline_limit))
+            return self._advance(run, Deadline(wake.deadline, wake.deadline_limit), spend, wake.ended)
 
-    def _advance(self, context: Context, run: BatchRun, deadline: Deadline) -> dict[str, Any]:
-        """Go on until the batch is done: in this worker, or deferring whenever its slots are full."""
-        if not self.deferrable:
-            run.in_worker(deadline)
-        else:
-            run.fill(deadline)
-        if not run.progress.done:
-            if run.unsaved:  # what the last submit's record left out (settled or reused rows)
-                run.save()
-            self._defer_batch(run, deadline)
-        result = run.finish()
+    def _advance(
+        self, run: BatchRun, deadline: Deadline, spend: SpendGuard, ended: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Go on until the batch is done: in this worker, or deferring whenever its slots are full (the key's
+        reservation stays open meanwhile); settle what this try paid when it ends, finished or failed."""
+        try:
+            if ended:
+                run.settle(ended)
+                run.report()
+            if not self.deferrable:
+                run.in_worker(deadline)
+            else:
+                run.fill(deadline)
+            if not run.progress.done:
+                if run.unsaved:  # what the last submit's record left out (settled or reused rows)
+                    run.save()
+                self._defer_batch(run, deadline)
+            result = run.finish()
+        except TaskDeferred:
+            raise
+        except BaseException:
+            run.settle_spend(spend)  # what this try paid; a retry reserves what is left
+            run.save()
+            raise
+        run.settle_spend(spend)
         run.record.forget()  # the manifest is written: a cleared task starts anew, reusing what was made
         self.batch_result = result
         run.raise_if_too_many_failed(result)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_ltx2.lifecycle import Generation
+    from airflow_provider_ltx2.spend import SpendGuard
     from airflow_provider_ltx2.waits import CapacityWait
 
 
@@ -70,10 +71,12 @@ class Ltx2GenerateVideoOperator(VideoTaskMixin, Ltx2BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_ltx2.delivery import failure_reported  # task-time modules: not at DAG-parse time
         from airflow_provider_ltx2.lifecycle import Generation, RequestRecord
+        from airflow_provider_ltx2.spend import SpendGuard
         from airflow_provider_ltx2.waits import CapacityWait, Deadline
 
         with failure_reported(context):
             deadline = Deadline.starting_now(self.timeout, self.execution_timeout)
+            spend = SpendGuard.for_task(self.hook, context, self.log)  # a cap without a ledger fails here
             if not RequestRecord.of(context).kept:  # said once per try, not on every resume
                 self.log.warning(
                     "Reattaching to the request of an earlier try is unavailable (no task_state_store before "
@@ -100,7 +103,8 @@ class Ltx2GenerateVideoOperator(VideoTaskMixin, Ltx2BaseOperator):
             context["ti"].xcom_push(key=xcom.REQUEST, value=generation.request)
             if self.output_uri:  # the sidecar's: without an output there is none, and no image to read whole
                 context["ti"].xcom_push(key=xcom.FINGERPRINT, value=generation.fingerprint)
-            return self._submit_then_wait(context, generation, CapacityWait.for_deadline(deadline, self.poll_interval))
+            capacity = CapacityWait.for_deadline(deadline, self.poll_interval)
+            return self._submit_then_wait(context, generation, capacity, spend)
 
     def _reuse(self, context: Context, saved: dict[str, Any]) -> dict[str, Any]:
         from airflow_provider_ltx2 import metrics
@@ -124,8 +128,10 @@ class Ltx2GenerateVideoOperator(VideoTaskMixin, Ltx2BaseOperator):
         from airflow_provider_ltx2.delivery import failure_reported
         from airflow_provider_ltx2.events import read_capacity_event
         from airflow_provider_ltx2.lifecycle import Generation
+        from airflow_provider_ltx2.spend import SpendGuard
 
         with failure_reported(context):
+            spend = SpendGuard.for_task(self.hook, context, self.log)
             generation = Generation.resumed(
                 self.hook,
                 self.known_request(context),
@@ -134,7 +140,7 @@ class Ltx2GenerateVideoOperator(VideoTaskMixin, Ltx2BaseOperator):
                 log=self.log,
             )
             self.keep_facts(request=generation.request)
-            return self._submit_then_wait(context, generation, read_capacity_event(event))
+            return self._submit_then_wait(context, generation, read_capacity_event(event), spend)
 
     def known_request(self, context: Context) -> dict[str, Any]:
         request = xcom.own_xcom(context["ti"], xcom.REQUEST)
@@ -143,13 +149,15 @@ class Ltx2GenerateVideoOperator(VideoTaskMixin, Ltx2BaseOperator):
     def known_fingerprint(self, context: Context) -> str | None:
         return xcom.own_xcom(context["ti"], xcom.FINGERPRINT)
 
-    def _submit_then_wait(self, context: Context, generation: Generation, capacity: CapacityWait) -> dict[str, Any]:
+    def _submit_then_wait(
+        self, context: Context, generation: Generation, capacity: CapacityWait, spend: SpendGuard
+    ) -> dict[str, Any]:
         from airflow_provider_ltx2.events import delivered_video
         from airflow_provider_ltx2.lifecycle import RequestRecord, wait_in_worker
         from airflow_provider_ltx2.waits import Wait
 
         record = RequestRecord.of(context)
-        submitted = generation.paid_job(record, capacity, self._defer_for_capacity if self.deferrable else None)
+        submitted = generation.paid_job(record, capacity, spend, self._defer_for_capacity if self.deferrable else None)
         job = submitted.job
         context["ti"].xcom_push(key=xcom.REQUEST_ID, value=job.request_id)
         self.keep_facts(request_id=job.request_id)
