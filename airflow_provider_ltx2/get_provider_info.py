@@ -21,7 +21,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     },
 }
 
-# Labelled fields for the network extras (Airflow 3.2+ draws them from here; stored in the extras).
+# Labelled fields for the network and spend extras (Airflow 3.2+ draws them from here; stored in the extras).
 CONN_FIELDS: dict[str, Any] = {
     "verify": {
         "label": "TLS verification",
@@ -37,6 +37,29 @@ CONN_FIELDS: dict[str, Any] = {
     "cert": {
         "label": "Client certificate",
         "description": "Path of a PEM client certificate, or 'cert.pem,key.pem'.",
+        "schema": {"type": ["string", "null"]},
+    },
+    # The spend guard: caps on what every task paying with this key spends, kept in a ledger folder.
+    "daily_budget_usd": {
+        "label": "Daily budget (USD)",
+        "description": "Cap on the key's spend per UTC day, across all DAGs and runs. Empty: no daily cap. "
+        "Needs a spend ledger.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "monthly_budget_usd": {
+        "label": "Monthly budget (USD)",
+        "description": "Cap on the key's spend per calendar month (UTC). Empty: no monthly cap. Needs a spend ledger.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "spend_ledger_uri": {
+        "label": "Spend ledger folder",
+        "description": "Folder in any object store where every task records what it reserves and spends, "
+        "e.g. s3://bucket/ltx2-spend/. Required with a budget; one folder per key.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "spend_ledger_conn_id": {
+        "label": "Spend ledger connection",
+        "description": "Connection of the ledger's object store (e.g. aws_default). Empty: the store's default.",
         "schema": {"type": ["string", "null"]},
     },
 }

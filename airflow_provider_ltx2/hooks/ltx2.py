@@ -158,7 +158,7 @@ class Ltx2Hook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """The network fields on Airflow 2.11's form (3.2+ reads ``conn-fields`` from ``get_provider_info``)."""
+        """The labelled extras on Airflow 2.11's form (3.2+ reads ``conn-fields`` from ``get_provider_info``)."""
         from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from wtforms import StringField
 
@@ -276,8 +276,10 @@ class Ltx2Hook(BaseHook):
         return parse_status(reply)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the key for free: a result call for a made-up id is a JSON 404 with a good key, 401 without."""
+        """Check the key for free: a result call for a made-up id is a JSON 404 with a good key, 401 without; and
+        the spend extras, which would otherwise fail only the first paying task."""
         try:
+            caps = self.spend_caps
             reply = self._call(
                 poll_call(self.gateway.base_url, Job(f"connection-test-{uuid.uuid4().hex}")),
                 action="key check",
@@ -288,7 +290,8 @@ class Ltx2Hook(BaseHook):
         if reply.status in (401, 402, 403):
             return False, str(error_for_reply(reply, "the key check"))
         if reply.status == 404 and isinstance(reply.json(), dict):
-            return True, f"The LTX-2 gateway at {self.gateway.base_url} accepted the subscription key."
+            guard = f" Spend ledger: {caps.ledger_uri}." if caps.ledger_uri else ""
+            return True, f"The LTX-2 gateway at {self.gateway.base_url} accepted the subscription key.{guard}"
         answer = f"HTTP {reply.status} {gateway_message(reply)}"
         return False, f"{self.gateway.base_url} does not answer like the LTX-2 gateway: {answer}"
 

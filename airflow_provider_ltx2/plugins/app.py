@@ -1,5 +1,5 @@
-"""The plugin's FastAPI app: the video tab (a batch task's page for a batch task), the run's gallery, and the
-MP4 streams that let the browser seek.
+"""The plugin's FastAPI app: the video tab (a batch task's page for a batch task), the run's gallery, the
+MP4 streams that let the browser seek, and the "LTX-2 spend" view.
 
 Built by ``plugins.ltx2`` on the first request, so only in the api-server. Every route lives under
 ``/dags/{dag_id}/runs/{run_id}`` and is guarded by Airflow's own check for reading that DAG's XComs and
@@ -11,23 +11,31 @@ the ``output_uri`` the task rendered (XCom can be edited through the REST API; r
 only if the file is an MP4. A batch task's stream serves only ``{output_prefix}/{id}.mp4`` of the
 ``output_prefix`` it rendered, for a row its manifest lists with a video, again only if it is an MP4. Once
 Airflow no longer keeps a task's rendered fields, nothing of it is served; its pages play the gateway's URL.
+
+The spend view (``/spend?conn_id=``) reads a connection's extras, so it needs Airflow's check for reading that
+connection as well as for reading task instances; its rows are the DAGs the user may read.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import partial
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails, DagAccessEntity
 from airflow.api_fastapi.common.dagbag import DagBagDep, create_dag_bag, get_dag_for_run
 from airflow.api_fastapi.common.db.common import SessionDep
-from airflow.api_fastapi.core_api.security import requires_access_dag
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from airflow.configuration import conf
+from airflow.exceptions import AirflowNotFoundException
+from airflow.models.connection import CONN_ID_MAX_LEN, Connection, sanitize_conn_id
 from airflow.models.dagrun import DagRun
 from airflow.models.renderedtifields import RenderedTaskInstanceFields
 from airflow.models.taskinstance import TaskInstance
@@ -37,20 +45,27 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from airflow_provider_ltx2 import defaults
+from airflow_provider_ltx2.api.connection import spend_caps_from_extra
 from airflow_provider_ltx2.api.media import is_mp4
 from airflow_provider_ltx2.batches import manifest
+from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 from airflow_provider_ltx2.links import Ltx2BatchLink, Ltx2VideoLink
 from airflow_provider_ltx2.plugins.batch import BatchRow, BatchSummary, ManifestPage, find_row, read_page
 from airflow_provider_ltx2.plugins.pages import (
     TaskSlot,
     Video,
     batch_page,
+    display_url,
     finished_result,
     gallery_page,
     is_http_url,
+    spend_page,
     task_page,
 )
 from airflow_provider_ltx2.plugins.ranges import RangeNotSatisfiable, byte_range
+from airflow_provider_ltx2.plugins.spend import spend_view
+from airflow_provider_ltx2.spend import Ledger
 from airflow_provider_ltx2.xcom import FAILURE
 
 log = logging.getLogger(__name__)
@@ -94,6 +109,34 @@ def failed_page_param(failed_page: str = "1") -> int:
 
 PageDep = Annotated[int, Depends(page_param)]
 FailedPageDep = Annotated[int, Depends(failed_page_param)]
+
+
+def conn_id_param(conn_id: Annotated[str, Query(max_length=CONN_ID_MAX_LEN)] = defaults.CONN_ID) -> str:
+    """The connection whose spend the view shows: an Airflow connection id (its characters only), else 400."""
+    if sanitize_conn_id(conn_id) != conn_id:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "conn_id: expected an Airflow connection id")
+    return conn_id
+
+
+ConnIdDep = Annotated[str, Depends(conn_id_param)]
+
+
+def requires_access_named_connection(conn_id: ConnIdDep, user: GetUserDep) -> None:
+    """Airflow's check for reading the connection the query names (with its team, as ``requires_access_connection``
+    does for a connection named in the path, the only place that one looks): 403 without it."""
+    team_name = Connection.get_team_name(conn_id) if conf.getboolean("core", "multi_team") else None
+    details = ConnectionDetails(conn_id=conn_id, team_name=team_name)
+    if not get_auth_manager().is_authorized_connection(method="GET", details=details, user=user):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Forbidden")
+
+
+def readable_dag_ids(user: GetUserDep) -> set[str]:
+    """The DAGs the user may read, as Airflow's own routes filter them (``ReadableDagsFilterDep`` would look for
+    the auth manager in this app's state; it is in the api-server's)."""
+    return get_auth_manager().get_authorized_dag_ids(user=user, method="GET")
+
+
+ReadableDagIdsDep = Annotated[set[str], Depends(readable_dag_ids)]
 
 
 @dataclass(frozen=True)
@@ -249,7 +292,7 @@ def media_origin(src: str) -> str | None:
     return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port else "")
 
 
-def html_response(body: str, videos: Iterable[Video]) -> HTMLResponse:
+def html_response(body: str, videos: Iterable[Video], status_code: int = status.HTTP_200_OK) -> HTMLResponse:
     """A page that may run no script and load media only from here and the gateways it plays from."""
     origins = sorted({origin for video in videos if video.src and (origin := media_origin(video.src))})
     policy = "; ".join(
@@ -268,7 +311,7 @@ def html_response(body: str, videos: Iterable[Video]) -> HTMLResponse:
         "Referrer-Policy": "no-referrer",
         "Cache-Control": "no-store",
     }
-    return HTMLResponse(body, headers=headers)
+    return HTMLResponse(body, status_code=status_code, headers=headers)
 
 
 def read_bytes(path: Any, first: int, length: int) -> Iterator[bytes]:
@@ -424,6 +467,45 @@ def batch_tab(found: FoundTask, page: int, failed_page: int) -> str:
     )
 
 
+def shown_extra_error(error: Ltx2ValidationError, extra: dict[str, Any]) -> str:
+    """The message of a broken spend extra, with the ledger URI it quotes cut to where it points: a URI refused
+    for carrying credentials must not show them."""
+    message = str(error)
+    for name in ("spend_ledger_uri", "extra__ltx2__spend_ledger_uri"):
+        uri = extra.get(name)
+        if isinstance(uri, str) and uri.strip():
+            for written in (repr(uri)[1:-1], uri):
+                message = message.replace(written, display_url(uri.strip()))
+    return message
+
+
+def spend_tab(conn_id: str, readable_dag_ids: Collection[str]) -> tuple[str, int]:
+    """The "LTX-2 spend" view and its status: the ledger's figures, or why there are none (its setup without a
+    ledger, the broken extra, a store that cannot be read). The connection's key is never read into the page."""
+    try:
+        extra = Connection.get_connection_from_secrets(conn_id).extra_dejson
+    except AirflowNotFoundException:
+        return spend_page(conn_id, status="no-connection", message=f"Airflow has no connection {conn_id!r}."), 404
+    try:
+        caps = spend_caps_from_extra(conn_id, extra)
+    except Ltx2ValidationError as invalid:
+        return spend_page(conn_id, status="invalid", message=shown_extra_error(invalid, extra)), status.HTTP_200_OK
+    if caps.ledger_uri is None:
+        return spend_page(conn_id, status="no-ledger"), status.HTTP_200_OK
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    try:
+        spend = Ledger(caps.ledger_uri, caps.ledger_conn_id).spend(day)
+    except Exception as error:  # the store's own errors: logged, not shown
+        log.exception("Could not list the LTX-2 spend ledger of connection %r", conn_id)
+        message = (
+            f"Could not read the spend ledger {display_url(caps.ledger_uri)} of connection {conn_id!r} "
+            f"({type(error).__name__}): check the extras spend_ledger_uri and spend_ledger_conn_id, and that the "
+            "api-server may list that folder. The api-server's log has the details."
+        )
+        return spend_page(conn_id, status="unreadable", message=message), status.HTTP_502_BAD_GATEWAY
+    return spend_page(conn_id, spend_view(spend, caps, readable_dag_ids)), status.HTTP_200_OK
+
+
 def create_app() -> FastAPI:
     """The app mounted at ``/ltx2``, with its own cached DAG bag as the api-server keeps one."""
     app = FastAPI(title="LTX-2 videos", openapi_url=None, docs_url=None, redoc_url=None)
@@ -503,4 +585,18 @@ def create_app() -> FastAPI:
         return html_response(gallery_page(dag_id, run_id, videos, pending, batches), videos)
 
     app.include_router(router)
+
+    @app.get(
+        "/spend",
+        response_class=HTMLResponse,
+        dependencies=[
+            Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.TASK_INSTANCE)),
+            Depends(requires_access_named_connection),
+        ],
+    )
+    def spend(conn_id: ConnIdDep, dag_ids: ReadableDagIdsDep) -> HTMLResponse:
+        """The "LTX-2 spend" view: the key's spend today and this month from its ledger, per DAG, and its caps."""
+        body, code = spend_tab(conn_id, dag_ids)
+        return html_response(body, [], code)
+
     return app

@@ -1,4 +1,5 @@
-"""``Ltx2Plugin``: an "LTX-2 video" tab on every task instance page and an "LTX-2 videos" tab on DAG runs.
+"""``Ltx2Plugin``: an "LTX-2 video" tab on every task instance page, an "LTX-2 videos" tab on DAG runs, and
+an "LTX-2 spend" page in the navigation.
 
 Registered through the ``airflow.plugins`` entry point (a plugin named only in provider info is not loaded
 while ``[core] lazy_discover_providers`` is on). Plugins load in every Airflow component, so this module
@@ -52,5 +53,11 @@ class Ltx2Plugin(AirflowPlugin):
             "href": RUN_PATH + "/videos",
             "destination": "dag_run",
             "url_route": "ltx2-videos",
+        },
+        {
+            "name": "LTX-2 spend",
+            "href": plugin_root() + "/spend",
+            "destination": "nav",
+            "url_route": "ltx2-spend",
         },
     ]

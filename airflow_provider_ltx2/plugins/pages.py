@@ -1,5 +1,5 @@
 """What the "LTX-2 video" tab (a batch task's page, for a batch task) and the "LTX-2 videos" gallery show,
-and their HTML.
+and their HTML, and the HTML of the "LTX-2 spend" view.
 
 The pages are plain HTML with no script (their Content-Security-Policy forbids any): every value comes
 from XCom, which holds user text (prompts), so all of it goes through Jinja's autoescaping. URLs are shown
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from jinja2 import Environment
 
     from airflow_provider_ltx2.plugins.batch import BatchSummary, ManifestPage
+    from airflow_provider_ltx2.plugins.spend import SpendView
 
 # What a task of this provider is doing while it has no video yet, by task instance state.
 STATE_MESSAGES = {
@@ -363,12 +364,56 @@ row{{ "" if summary.count("planned") == 1 else "s" }} planned, not generated; es
 {% endblock %}
 """
 
+_SPEND = """{% extends "base" %}
+{% block title %}LTX-2 spend: {{ conn_id }}{% endblock %}
+{% block main %}
+<h1>LTX-2 spend <span class="muted">{{ conn_id }}</span></h1>
+{% if view %}
+<p>What the tasks paying with the key of connection {{ conn_id }} paid or reserved, as its ledger
+<span data-field="ledger_uri">{{ ledger_uri }}</span> records it.</p>
+<table class="periods">
+<tr><th></th><th>Paid or reserved</th><th>Cap</th><th></th></tr>
+{% for period in (view.today, view.month) %}
+<tr data-period="{{ period.name }}">
+<th>{{ period.name | capitalize }} <span class="muted">{{ period.label }}</span></th>
+<td data-field="spent">{{ period.spent_text }}</td><td data-field="cap">{{ period.cap_text }}</td>
+<td data-field="left">{{ period.left_text or "" }}</td></tr>
+{% endfor %}
+</table>
+<h2>Per DAG</h2>
+{% if view.rows or view.unreadable %}
+<table class="dags">
+<tr><th>DAG</th><th>Today</th><th>This month</th></tr>
+{% for row in view.rows %}
+<tr data-dag="{{ row.dag_id }}"><td>{{ row.dag_id }}</td><td data-field="today">{{ row.today_text }}</td>
+<td data-field="month">{{ row.month_text }}</td></tr>
+{% endfor %}
+{% if view.unreadable %}
+<tr data-dag-unreadable><td class="muted">DAGs you may not read</td>
+<td data-field="today">{{ view.unreadable.today_text }}</td>
+<td data-field="month">{{ view.unreadable.month_text }}</td></tr>
+{% endif %}
+</table>
+{% else %}
+<p data-status="no-spend">No spend recorded this month.</p>
+{% endif %}
+{% elif status == "no-ledger" %}
+<p class="status" data-status="no-ledger">Connection {{ conn_id }} keeps no spend ledger, so there is no spend to
+show. To record and cap what its key spends, set its extras <code>spend_ledger_uri</code> (a folder in any object
+store, such as s3://bucket/ltx2-spend/), <code>spend_ledger_conn_id</code> (the store's connection, if it needs
+one), and, for caps, <code>daily_budget_usd</code> and <code>monthly_budget_usd</code> (USD).</p>
+{% else %}
+<p class="status" data-status="{{ status }}">{{ message }}</p>
+{% endif %}
+{% endblock %}
+"""
+
 
 @cache
 def _environment() -> Environment:
     from jinja2 import DictLoader, Environment, StrictUndefined
 
-    templates = {"base": _BASE, "task": _TASK, "gallery": _GALLERY, "batch": _BATCH}
+    templates = {"base": _BASE, "task": _TASK, "gallery": _GALLERY, "batch": _BATCH, "spend": _SPEND}
     return Environment(
         loader=DictLoader(templates), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
     )
@@ -427,3 +472,10 @@ def batch_page(
         size_text=size_text,
         manifest_uri=display_url(manifest_uri) if manifest_uri else None,
     )
+
+
+def spend_page(conn_id: str, view: SpendView | None = None, *, status: str = "shown", message: str = "") -> str:
+    """The "LTX-2 spend" view of connection ``conn_id``: ``view``'s figures, or ``message`` saying why there are
+    none (``status``: "invalid", "unreadable", "no-connection"); "no-ledger" says how to set one up."""
+    ledger_uri = display_url(view.ledger_uri) if view else ""
+    return _render("spend", conn_id=conn_id, view=view, ledger_uri=ledger_uri, status=status, message=message)

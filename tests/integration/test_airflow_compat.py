@@ -16,7 +16,8 @@ import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 from packaging.version import Version
 
-from airflow_provider_ltx2.get_provider_info import UI_FIELD_BEHAVIOUR, get_provider_info
+from airflow_provider_ltx2.api.connection import SPEND_EXTRAS
+from airflow_provider_ltx2.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR, get_provider_info
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
@@ -115,7 +116,8 @@ def test_airflow_loads_the_connection_form_and_the_extra_link(airflow_home: Path
         "from airflow.providers_manager import ProvidersManager\n"
         "manager = ProvidersManager()\n"
         "print(json.dumps({'form': manager.field_behaviours.get('ltx2'),"
-        " 'links': sorted(manager.extra_links_class_names)}))\n"
+        " 'links': sorted(manager.extra_links_class_names),"
+        " 'fields': sorted(name for name in manager.connection_form_widgets if name.startswith('extra__ltx2__'))}))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script],
@@ -128,6 +130,8 @@ def test_airflow_loads_the_connection_form_and_the_extra_link(airflow_home: Path
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded["form"] == EXPECTED_FORM, done.stderr[-3000:]
+    assert loaded["fields"] == sorted(f"extra__ltx2__{name}" for name in CONN_FIELDS), "every extra a labelled field"
+    assert set(SPEND_EXTRAS) <= set(CONN_FIELDS)
     assert {"airflow_provider_ltx2.links.Ltx2VideoLink", "airflow_provider_ltx2.links.Ltx2BatchLink"} <= set(
         loaded["links"]
     )

@@ -195,6 +195,17 @@ def test_test_connection_tells_a_good_key_from_a_bad_one(simulator: SimulatorPro
     assert not ok and "subscription key" in message
 
 
+def test_test_connection_checks_the_spend_extras(simulator: SimulatorProcess, monkeypatch) -> None:
+    connection = json.loads(simulator.connection())
+    monkeypatch.setenv("AIRFLOW_CONN_LTX2_DEFAULT", json.dumps({**connection, "extra": {"daily_budget_usd": "5"}}))
+    ok, message = Ltx2Hook().test_connection()
+    assert not ok and "daily_budget_usd=5 without spend_ledger_uri" in message
+    extra = {"daily_budget_usd": "5", "spend_ledger_uri": "s3://books/ltx2-spend"}
+    monkeypatch.setenv("AIRFLOW_CONN_LTX2_DEFAULT", json.dumps({**connection, "extra": extra}))
+    ok, message = Ltx2Hook().test_connection()
+    assert ok and "Spend ledger: s3://books/ltx2-spend." in message
+
+
 def test_download_of_something_else_than_an_mp4_leaves_nothing(simulator: SimulatorProcess, tmp_path: Path) -> None:
     ltx2 = hook()
     status = wait_in_worker(ltx2, Wait(ltx2.submit(REQUEST), deadline=time.time() + 10, poll_interval=0.1))
