@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from airflow_provider_ltx2.api.connection import gateway_from_connection
+from airflow_provider_ltx2.api.connection import gateway_from_connection, spend_caps_from_extra
 from airflow_provider_ltx2.simulator.__main__ import build_parser
 from airflow_provider_ltx2.simulator.server import DEFAULT_KEY
 
@@ -217,6 +217,10 @@ def test_connection_points_at_the_simulator_unless_overridden() -> None:
     url = urlsplit(gateway.base_url)
     args = build_parser().parse_args(simulator_args()[1:])
     assert (url.scheme, url.hostname, url.port) == ("http", SIMULATOR, args.port)
+    # The stack sets a spend cap, with its ledger in the output folder the host sees (./out).
+    caps = spend_caps_from_extra("ltx2_default", conn.extra_dejson)
+    assert (caps.daily_usd, caps.monthly_usd) == (30.0, 300.0)
+    assert caps.ledger_uri == f"file://{common_env()['LTX2_EXAMPLE_OUTPUT_DIR']}/ltx2-spend"
 
 
 def test_example_images_are_served_by_the_simulator() -> None:
