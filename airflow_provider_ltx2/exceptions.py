@@ -49,7 +49,8 @@ class Ltx2HttpError(Ltx2Error):
 
 
 class Ltx2BudgetExceeded(Ltx2Error, AirflowFailException):
-    """A batch's rows still to generate cost more than its ``max_cost_usd``: nothing was paid."""
+    """Nothing was paid: a batch's rows still to generate cost more than its ``max_cost_usd``, or the task's
+    reservation would take the key's spend today or this month past the connection's cap (``spend``)."""
 
 
 class Ltx2BatchFailed(Ltx2GenerationFailed, AirflowFailException):
