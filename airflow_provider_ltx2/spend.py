@@ -238,10 +238,24 @@ class Reservation:
         self.paid += videos * VIDEO_CENTS
 
     def to_dict(self) -> dict[str, Any] | None:
-        """What a batch carries across its deferrals and tries to settle the record later."""
+        """What a batch carries across its deferrals and tries to settle the record later, in the ledger it was
+        written to (even if the connection names another one by then)."""
         if self.ledger is None or self.record is None:
             return None
-        return {"record": self.record.relative, "body": self.body, "paid": self.paid}
+        ledger = {"ledger_uri": self.ledger.uri, "ledger_conn_id": self.ledger.conn_id}
+        return {**ledger, "record": self.record.relative, "body": self.body}
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any] | None) -> Reservation:
+        """The reservation ``to_dict`` kept (a batch's, across deferrals and tries); nothing for None
+        or for anything else."""
+        if not isinstance(saved, Mapping):
+            return cls.nothing()
+        record = RecordName.parse(str(saved.get("record", "")))
+        uri, conn_id, body = saved.get("ledger_uri"), saved.get("ledger_conn_id"), saved.get("body")
+        if record is None or not isinstance(uri, str) or not isinstance(conn_id, (str, type(None))):
+            return cls.nothing()
+        return cls(Ledger(uri, conn_id), record, dict(body) if isinstance(body, Mapping) else {})
 
     def settle(self) -> None:
         """Write the record as settled to what was paid (none when nothing was), then remove the open one."""
@@ -321,18 +335,6 @@ class SpendGuard:
             _of_cap(self.caps.monthly_usd),
         )
         return reservation
-
-    def resumed(self, saved: Mapping[str, Any] | None) -> Reservation:
-        """A reservation ``Reservation.to_dict`` kept (a batch's, across deferrals and tries); nothing for None."""
-        ledger = self.ledger
-        record = RecordName.parse(str(saved.get("record", ""))) if isinstance(saved, Mapping) else None
-        if ledger is None or record is None or saved is None:
-            return Reservation.nothing()
-        body = saved.get("body")
-        paid = saved.get("paid")
-        return Reservation(
-            ledger, record, dict(body) if isinstance(body, Mapping) else {}, paid if isinstance(paid, int) else 0
-        )
 
     def settle(self, reservation: Reservation) -> None:
         """Settle ``reservation``; a ledger that cannot be written is logged, not raised: what was paid is paid,

@@ -43,6 +43,7 @@ from airflow_provider_ltx2.exceptions import (
     Ltx2ValidationError,
 )
 from airflow_provider_ltx2.lifecycle import Generation, poll_once
+from airflow_provider_ltx2.spend import Reservation
 from airflow_provider_ltx2.storage import ImageInput, image_input
 from airflow_provider_ltx2.waits import CapacityWait, Deadline, JobPace, Next, Wait, started_at, utc_now_iso
 
@@ -214,7 +215,7 @@ class BatchRun:
         progress = self.progress
         if progress.spend is None:
             return
-        reservation = spend.resumed(progress.spend)
+        reservation = Reservation.from_dict(progress.spend)
         reservation.paid_for(progress.paid - progress.paid_when_reserved)
         spend.settle(reservation)
         progress.spend = None

@@ -12,7 +12,7 @@ import pytest
 from airflow_provider_ltx2 import metrics, spend
 from airflow_provider_ltx2.api.connection import SpendCaps, spend_caps_from_extra
 from airflow_provider_ltx2.exceptions import Ltx2BudgetExceeded, Ltx2SubmitUnconfirmed, Ltx2ValidationError
-from airflow_provider_ltx2.spend import Ledger, RecordName, SpendGuard, TaskIdentity, refusal, tally
+from airflow_provider_ltx2.spend import Ledger, RecordName, Reservation, SpendGuard, TaskIdentity, refusal, tally
 from tests.fakes import RecordingLog
 
 DAY = "2026-12-07"
@@ -240,14 +240,24 @@ def test_each_reservation_reports_the_days_spend_as_a_gauge(tmp_path: Path, monk
     assert reported == [("ltx2.spend_usd", 0.6), ("ltx2.spend_usd", 1.8)]
 
 
-def test_a_kept_reservation_resumes_and_settles_once(tmp_path: Path) -> None:
-    guarding = guard(tmp_path, daily_usd=5)
-    kept = guarding.reserve(5).to_dict()
+def test_a_kept_reservation_settles_once_in_the_ledger_it_was_written_to(tmp_path: Path) -> None:
+    kept = guard(tmp_path, daily_usd=5).reserve(5).to_dict()
     assert kept is not None and json.loads(json.dumps(kept)) == kept, "plain JSON: it rides in the batch's progress"
-    resumed = guarding.resumed(kept)
+    # The connection names another ledger by the time the batch ends: the record is settled where it is.
+    moved = SpendGuard(SpendCaps(ledger_uri=f"file://{tmp_path}/elsewhere", daily_usd=5), "c", TASK, RecordingLog())
+    resumed = Reservation.from_dict(kept)
     resumed.paid_for(2)
-    resumed.settle()
-    resumed.settle()
+    moved.settle(resumed)
+    moved.settle(resumed)
     (settled,) = files(tmp_path)
     assert settled.name.endswith("_r300_s120_settled.json")
-    assert guarding.resumed(None).record is None and guarding.resumed({"record": "../../etc/passwd"}).record is None
+    assert json.loads(settled.read_text())["task_id"] == TASK.task_id
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [None, {}, {"record": "../../etc/passwd", "ledger_uri": "file:///l"}, {"record": f"2026-12/{DAY}/d/x.json"}],
+)
+def test_a_kept_reservation_that_is_not_one_settles_nothing(saved: Any) -> None:
+    assert Reservation.from_dict(saved).record is None
