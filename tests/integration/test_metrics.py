@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -106,12 +107,17 @@ def test_a_dag_run_sends_the_provider_metrics_to_statsd(
 ) -> None:
     if simulated:
         simulator.configure(**simulated)
+    # A capped key: the spend guard reserves before the submit and reports the day's spend as a gauge.
+    capped = {
+        **json.loads(simulator.connection()),
+        "extra": {"daily_budget_usd": "5", "spend_ledger_uri": f"file://{tmp_path}/ledger"},
+    }
     done = airflow(
         airflow_home,
         "dags",
         "test",
         "example_ltx2_single_video",
-        **example_dag_env(simulator, tmp_path),
+        **example_dag_env(simulator, tmp_path, AIRFLOW_CONN_LTX2_DEFAULT=json.dumps(capped)),
         AIRFLOW__METRICS__STATSD_ON="True",
         AIRFLOW__METRICS__STATSD_HOST="127.0.0.1",
         AIRFLOW__METRICS__STATSD_PORT=str(statsd.port),
@@ -129,3 +135,8 @@ def test_a_dag_run_sends_the_provider_metrics_to_statsd(
     for name in absent:
         assert not [line for line in received if line.startswith(f"{PREFIX}.{name}")], received
     assert simulator.stats()["jobs"] == 1, "one paid submit, as counted"
+    # Once per reservation (a task woken for capacity reserves again, after freeing its first one): USD 0.60.
+    gauged = [line for line in received if line.startswith(f"{PREFIX}.{metrics.SPEND_USD}:")]
+    assert gauged and set(gauged) == {f"{PREFIX}.{metrics.SPEND_USD}:0.6|g"}, received
+    (settled,) = (tmp_path / "ledger").rglob("*.json")
+    assert settled.name.endswith("_r60_s60_settled.json")
