@@ -39,6 +39,8 @@ from airflow_provider_ltx2.simulator.process import SimulatorProcess  # noqa: E4
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "test-key-5f0c1e9a7b"  # distinctive, so a leak is easy to find in any log or table
+# The spend guard's connection extras, as DESIGN.md names them (the form, the view and the docs use these).
+SPEND_EXTRAS = ("daily_budget_usd", "monthly_budget_usd", "spend_ledger_uri", "spend_ledger_conn_id")
 # Jobs of 0.15 s (queued 0.05 s, then running): most tests wait for several, one after another.
 FAST = {"queue_seconds": 0.05, "processing_seconds": 0.1}
 

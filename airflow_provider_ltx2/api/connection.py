@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_ltx2.api.redaction import Redactor
 from airflow_provider_ltx2.exceptions import Ltx2AuthError, Ltx2ValidationError
@@ -142,9 +142,6 @@ class SpendCaps:
         return self.daily_usd is not None or self.monthly_usd is not None
 
 
-SPEND_EXTRAS = ("daily_budget_usd", "monthly_budget_usd", "spend_ledger_uri", "spend_ledger_conn_id")
-
-
 def spend_caps_from_extra(conn_id: str, extra: Mapping[str, Any]) -> SpendCaps:
     """Read the spend guard's extras; raise ``Ltx2ValidationError`` naming the extra for a value that cannot work,
     and for a cap without ``spend_ledger_uri`` (a cap nothing could enforce)."""
@@ -178,7 +175,7 @@ def spend_caps_from_extra(conn_id: str, extra: Mapping[str, Any]) -> SpendCaps:
             raise _invalid_extra(
                 conn_id,
                 "spend_ledger_uri",
-                ledger_uri,
+                _without_credentials(ledger_uri),
                 "the URI of a folder in any object store, such as s3://bucket/ltx2-spend/ or file:///data/ltx2-spend/, "
                 "without credentials, query or fragment",
             )
@@ -195,6 +192,19 @@ def spend_caps_from_extra(conn_id: str, extra: Mapping[str, Any]) -> SpendCaps:
             "s3://bucket/ltx2-spend/ with spend_ledger_conn_id). Nothing was sent."
         )
     return caps
+
+
+def _without_credentials(uri: Any) -> Any:
+    """A URI as an error may show it: user info (an access key and secret) replaced by ``***``."""
+    if not isinstance(uri, str) or "@" not in uri:
+        return uri
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "(not shown: it holds an '@')"
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 TRUST_FIX = "set the LTX-2 connection's extra `verify` to the CA bundle that signed it (or REQUESTS_CA_BUNDLE)"

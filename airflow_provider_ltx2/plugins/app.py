@@ -467,29 +467,18 @@ def batch_tab(found: FoundTask, page: int, failed_page: int) -> str:
     )
 
 
-def shown_extra_error(error: Ltx2ValidationError, extra: dict[str, Any]) -> str:
-    """The message of a broken spend extra, with the ledger URI it quotes cut to where it points: a URI refused
-    for carrying credentials must not show them."""
-    message = str(error)
-    for name in ("spend_ledger_uri", "extra__ltx2__spend_ledger_uri"):
-        uri = extra.get(name)
-        if isinstance(uri, str) and uri.strip():
-            for written in (repr(uri)[1:-1], uri):
-                message = message.replace(written, display_url(uri.strip()))
-    return message
-
-
 def spend_tab(conn_id: str, readable_dag_ids: Collection[str]) -> tuple[str, int]:
     """The "LTX-2 spend" view and its status: the ledger's figures, or why there are none (its setup without a
     ledger, the broken extra, a store that cannot be read). The connection's key is never read into the page."""
     try:
         extra = Connection.get_connection_from_secrets(conn_id).extra_dejson
     except AirflowNotFoundException:
-        return spend_page(conn_id, status="no-connection", message=f"Airflow has no connection {conn_id!r}."), 404
+        missing = f"Airflow has no connection {conn_id!r}."
+        return spend_page(conn_id, status="no-connection", message=missing), status.HTTP_404_NOT_FOUND
     try:
         caps = spend_caps_from_extra(conn_id, extra)
     except Ltx2ValidationError as invalid:
-        return spend_page(conn_id, status="invalid", message=shown_extra_error(invalid, extra)), status.HTTP_200_OK
+        return spend_page(conn_id, status="invalid", message=str(invalid)), status.HTTP_200_OK
     if caps.ledger_uri is None:
         return spend_page(conn_id, status="no-ledger"), status.HTTP_200_OK
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")

@@ -16,12 +16,11 @@ import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 from packaging.version import Version
 
-from airflow_provider_ltx2.api.connection import SPEND_EXTRAS
 from airflow_provider_ltx2.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR, get_provider_info
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoOperator
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
-from tests.conftest import airflow_env
+from tests.conftest import SPEND_EXTRAS, airflow_env
 from tests.fakes import FakeTaskInstance, RecordingLog
 
 GOOD = {"image_url": "https://images.example.com/cat.jpg", "prompt": "the cat turns its head"}

@@ -135,6 +135,13 @@ def test_a_spend_extra_that_cannot_work_is_named(extra: dict[str, Any], named: s
     assert named in str(caught.value) and "accepted values are" in str(caught.value)
 
 
+def test_a_ledger_uri_refused_for_its_credentials_is_named_without_them() -> None:
+    with pytest.raises(Ltx2ValidationError) as caught:
+        spend_caps_from_extra("c", {"spend_ledger_uri": "s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/ltx2-spend"})
+    assert "spend_ledger_uri='s3://***@bucket/ltx2-spend'" in str(caught.value)
+    assert "AKIAEXAMPLE" not in str(caught.value) and "wJalrXUtnFEMI" not in str(caught.value)
+
+
 @pytest.mark.parametrize("cap", ["daily_budget_usd", "monthly_budget_usd"])
 def test_a_cap_without_a_ledger_names_spend_ledger_uri(cap: str) -> None:
     with pytest.raises(Ltx2ValidationError) as caught:
