@@ -1,7 +1,7 @@
 """The plugin's FastAPI app: the video tab (a batch task's page for a batch task), the run's gallery, the
 MP4 streams that let the browser seek, and the "LTX-2 spend" view.
 
-Built by ``plugins.ltx2`` on the first request, so only in the api-server. Every route lives under
+Built by ``plugins.ltx2`` on the first request, so only in the api-server. Every route of a run lives under
 ``/dags/{dag_id}/runs/{run_id}`` and is guarded by Airflow's own check for reading that DAG's XComs and
 task instances (401 without a login, 403 without access to the DAG); rows are read with the api-server's
 DB session, the tasks from the run's serialized DAG.
