@@ -72,6 +72,7 @@ def test_the_tally_counts_settled_records_as_paid_and_open_ones_whole() -> None:
     ]
     found = tally(paths, DAY)
     assert (found.today, found.month) == (180, 240)
+    assert (found.today_open, found.month_open) == (60, 60), "what running tasks hold, apart"
     assert found.today_by_dag == {"videos": 180}
     assert found.month_by_dag == {"videos": 180, "other": 60}
 
@@ -167,9 +168,10 @@ def test_a_reservation_is_written_before_the_listing_and_settled_to_what_was_pai
     assert Ledger(f"file://{tmp_path}/ledger", None).spend(settled.parent.parent.name).today == 60
 
 
-def test_a_reservation_past_a_cap_is_refused_and_leaves_no_record(tmp_path: Path) -> None:
+def test_a_reservation_past_a_cap_is_refused_at_once_and_leaves_no_record(tmp_path: Path) -> None:
     guarding = guard(tmp_path, daily_usd=1.5)
-    guarding.reserve(2)
+    with guarding.reserved(2) as paying:
+        paying.paid_for(2)
     with pytest.raises(Ltx2BudgetExceeded) as caught:
         guarding.reserve(1)
     assert (
@@ -178,6 +180,52 @@ def test_a_reservation_past_a_cap_is_refused_and_leaves_no_record(tmp_path: Path
         and "daily_budget_usd=1.5" in str(caught.value)
     )
     assert len(files(tmp_path)) == 1, "the refused reservation's record is removed"
+    assert not any("trying again" in line for line in guarding.log.messages()), "paid spend is not waited out"
+
+
+@pytest.fixture
+def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The pauses a reservation takes before trying again, recorded instead of slept."""
+    taken: list[float] = []
+    monkeypatch.setattr(spend.time, "sleep", taken.append)
+    return taken
+
+
+def test_a_reservation_refused_only_for_open_ones_tries_again_a_few_times(tmp_path: Path, pauses: list[float]) -> None:
+    guarding = guard(tmp_path, daily_usd=1.5)
+    guarding.reserve(2)  # another task's, still running
+    with pytest.raises(Ltx2BudgetExceeded, match=r"USD 1\.20"):
+        guarding.reserve(1)
+    assert len(pauses) == spend.RESERVE_ATTEMPTS - 1
+    assert all(low <= pause <= high for pause, (low, high) in zip(pauses, pause_bounds(), strict=False))
+    assert len(files(tmp_path)) == 1 and len(guarding.log.messages()) >= len(pauses)
+
+
+def pause_bounds() -> list[tuple[float, float]]:
+    low, high = spend.RACE_PAUSE_SECONDS
+    return [(low * 2**tried, high * 2**tried) for tried in range(spend.RESERVE_ATTEMPTS - 1)]
+
+
+def test_a_reservation_passes_once_the_racing_one_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    guarding = guard(tmp_path, daily_usd=1.5)
+    racing = guarding.reserve(2)  # a task that will refuse, or pay nothing, and remove its record
+
+    def pause(seconds: float) -> None:
+        racing.settle()  # nothing paid: the record goes
+
+    monkeypatch.setattr(spend.time, "sleep", pause)
+    guarding.reserve(1).settle()
+    assert files(tmp_path) == [] and any("trying again" in line for line in guarding.log.messages())
+
+
+def test_without_a_monthly_cap_only_the_days_folder_is_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    listed: list[str] = []
+    real = Ledger.listing
+    monkeypatch.setattr(Ledger, "listing", lambda self, folder: listed.append(folder) or real(self, folder))
+    guard(tmp_path, daily_usd=5).reserve(1)
+    guard(tmp_path, daily_usd=5, monthly_usd=50).reserve(1)
+    day = files(tmp_path)[0].parent.parent.name
+    assert listed == [f"{day[:7]}/{day}", day[:7]]
 
 
 def test_nothing_to_pay_or_no_ledger_writes_nothing(tmp_path: Path) -> None:
