@@ -10,10 +10,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import batch_scale, batches, download, latency, parse, real_batch, triggers
+from bench import batch_scale, batches, download, latency, ledger, parse, real_batch, triggers
 from bench.common import KEY, Table, machine_info, raise_fd_limit
 
-TABLES = ("triggers", "parse", "download", "latency", "batches", "real-batch")
+TABLES = ("triggers", "parse", "download", "latency", "batches", "ledger", "real-batch")
 DEFAULT_TABLES = TABLES[:-1]  # real-batch (table 7) runs only when named: --only real-batch
 
 
@@ -173,6 +173,8 @@ def run(
                 made = [latency.run(sim)]
             elif name == "real-batch":
                 made = [real_batch.run(real)]
+            elif name == "ledger":
+                made = [ledger.run()]
             else:
                 made = [batches.run(sim, batch)]
                 if scale.rows:  # after table 5's batches, so that it has the machine to itself
