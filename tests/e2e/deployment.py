@@ -271,6 +271,14 @@ class Deployment:
     def _stable_port(self, name: str) -> int:
         return self._secrets.setdefault(f"port:{name}", free_port())
 
+    def add_ltx2_connection(
+        self, conn_id: str, extra: dict[str, Any] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Add an ``ltx2`` connection to the simulator with the CLI, as a user does, the key as its password."""
+        more = ["--conn-extra", json.dumps(extra)] if extra else []
+        added = ["connections", "add", conn_id, "--conn-type", "ltx2", "--conn-host", self.sim_url]
+        return self.airflow(*added, "--conn-password", E2E_KEY, *more)
+
     def airflow(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run one ``airflow`` CLI command against the deployment."""
         done = subprocess.run(

@@ -337,17 +337,7 @@ def test_marking_a_deferred_task_failed_removes_its_trigger_and_stops_polling(e2
 
 def test_connection_created_with_the_cli(e2e: Deployment) -> None:
     assert e2e.sim is not None
-    added = e2e.airflow(
-        "connections",
-        "add",
-        "ltx2_cli",
-        "--conn-type",
-        "ltx2",
-        "--conn-host",
-        e2e.sim_url,
-        "--conn-password",
-        E2E_KEY,
-    )
+    added = e2e.add_ltx2_connection("ltx2_cli")
     assert E2E_KEY not in added.stdout + added.stderr
     run = ("e2e_ltx2_cli_connection", e2e.trigger("e2e_ltx2_cli_connection"))
     deferred(e2e, [run], 1)

@@ -35,19 +35,7 @@ def ledger(e2e: Deployment) -> Iterator[Path]:
     folder = e2e.root / f"spend-ledger-{uuid.uuid4().hex[:8]}"
     extra = {"daily_budget_usd": CAP_USD, "spend_ledger_uri": f"file://{folder}"}
     e2e.airflow("connections", "delete", CONN_ID, check=False)
-    e2e.airflow(
-        "connections",
-        "add",
-        CONN_ID,
-        "--conn-type",
-        "ltx2",
-        "--conn-host",
-        e2e.sim_url,
-        "--conn-password",
-        E2E_KEY,
-        "--conn-extra",
-        json.dumps(extra),
-    )
+    e2e.add_ltx2_connection(CONN_ID, extra)
     yield folder
     e2e.airflow("connections", "delete", CONN_ID, check=False)
 
