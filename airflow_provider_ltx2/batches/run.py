@@ -139,6 +139,18 @@ def check_budget(table: Table, found: Survey, max_cost_usd: float | None) -> Non
         )
 
 
+def settle_reservation(progress: BatchProgress, spend: SpendGuard) -> bool:
+    """Settle a batch's open reservation in the key's ledger to what it paid since it was made (the rest is freed),
+    and forget it; False when the progress holds none."""
+    if progress.spend is None:
+        return False
+    reservation = Reservation.from_dict(progress.spend)
+    reservation.paid_for(progress.paid - progress.paid_when_reserved)
+    spend.settle(reservation)
+    progress.spend = None
+    return True
+
+
 def check_private_images(table: Table, authored: frozenset[str], allowed_image_prefixes: tuple[str, ...]) -> None:
     """Refuse, before any image is read or paid for, a row whose private image the DAG author did not allow.
 
@@ -212,14 +224,8 @@ class BatchRun:
 
     def settle_spend(self, spend: SpendGuard) -> None:
         """Settle the open reservation to what was paid since it was made; the rest of it is freed."""
-        progress = self.progress
-        if progress.spend is None:
-            return
-        reservation = Reservation.from_dict(progress.spend)
-        reservation.paid_for(progress.paid - progress.paid_when_reserved)
-        spend.settle(reservation)
-        progress.spend = None
-        self.unsaved = True
+        if settle_reservation(self.progress, spend):
+            self.unsaved = True
 
     # ------------------------------------------------------------------------------------ submitting
 

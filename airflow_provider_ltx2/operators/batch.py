@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from airflow.providers.common.compat.sdk import TaskDeferred, XComArg
 
 from airflow_provider_ltx2 import defaults
-from airflow_provider_ltx2.exceptions import Ltx2ValidationError
+from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2ValidationError
 from airflow_provider_ltx2.links import Ltx2BatchLink
 from airflow_provider_ltx2.operators.base import Ltx2BaseOperator
 
@@ -266,7 +266,7 @@ class Ltx2GenerateVideoBatchOperator(Ltx2BaseOperator):
     def resume_batch(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the batch trigger: deliver what ended, fill the freed slots, defer again or finish."""
         from airflow_provider_ltx2.batches.progress import BatchProgress, BatchRecord
-        from airflow_provider_ltx2.batches.run import BatchRun
+        from airflow_provider_ltx2.batches.run import BatchRun, settle_reservation
         from airflow_provider_ltx2.delivery import failure_reported
         from airflow_provider_ltx2.events import read_batch_event
         from airflow_provider_ltx2.spend import SpendGuard
@@ -274,15 +274,22 @@ class Ltx2GenerateVideoBatchOperator(Ltx2BaseOperator):
 
         with failure_reported(context):
             spend = SpendGuard.for_task(self.hook, context, self.log)
-            wake = read_batch_event(event)
-            progress = BatchProgress.from_dict(wake.progress)
-            table = self._table()
-            if table.digest != progress.table:
-                raise Ltx2ValidationError(
-                    "requests: the table changed while the batch waited in the triggerer; its rows must stay as they "
-                    "were when it started. Its jobs in flight are kept for a retry."
-                )
-            run = BatchRun(self.hook, table, self._settings(), progress, BatchRecord.of(context), self.log)
+            record = BatchRecord.of(context)
+            try:
+                wake = read_batch_event(event)
+                progress = BatchProgress.from_dict(wake.progress)
+                table = self._table()
+                if table.digest != progress.table:
+                    raise Ltx2ValidationError(
+                        "requests: the table changed while the batch waited in the triggerer; its rows must stay as "
+                        "they were when it started. Its jobs in flight are kept for a retry."
+                    )
+            except Ltx2Error:  # the trigger's error (the connection gone), a damaged event, the table changed
+                kept = record.load_progress()  # Airflow 3.3+: the batch as last saved, its reservation with it
+                if kept is not None and settle_reservation(kept, spend):
+                    record.save_progress(kept)
+                raise
+            run = BatchRun(self.hook, table, self._settings(), progress, record, self.log)
             run.capacity = wake.capacity
             return self._advance(run, Deadline(wake.deadline, wake.deadline_limit), spend, wake.ended)
 

@@ -14,7 +14,7 @@ from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow_provider_ltx2 import xcom
 from airflow_provider_ltx2.batches.progress import BATCH_STATE_KEY, BatchProgress
 from airflow_provider_ltx2.decorators.ltx2 import _Ltx2VideoDecoratedOperator
-from airflow_provider_ltx2.exceptions import Ltx2BudgetExceeded, Ltx2ValidationError
+from airflow_provider_ltx2.exceptions import Ltx2BudgetExceeded, Ltx2Error, Ltx2ValidationError
 from airflow_provider_ltx2.hooks.ltx2 import Ltx2Hook
 from airflow_provider_ltx2.operators.ltx2 import Ltx2GenerateVideoBatchOperator, Ltx2GenerateVideoOperator
 from airflow_provider_ltx2.simulator.process import SimulatorProcess
@@ -221,6 +221,22 @@ def test_a_deferred_batch_keeps_its_reservation_and_a_retry_reserves_what_is_lef
     assert result["cost_usd"] == 3.0 and simulator.stats()["submits"] == 5
     assert sorted((r.reserved, r.spent) for r in ledger.records()) == [(180, 180), (300, 120)]
     assert ledger.open_records() == [] and ledger.spent_today() == 300
+
+
+def test_a_batch_whose_resume_fails_settles_what_it_paid(
+    simulator: SimulatorProcess, capped: Any, tmp_path: Path
+) -> None:
+    """The trigger's error (here: the connection gone while the batch waited) fails the resume before it knows its
+    batch; the reservation kept in the task state store is settled all the same, not left holding the cap."""
+    ledger = capped(daily_budget_usd=3.0)
+    store, task = FakeStateStore(), batch(rows(simulator, 5), tmp_path / "out", deferrable=True)
+    with pytest.raises(TaskDeferred):  # 2 jobs paid, 5 videos reserved
+        task.execute(task_context(store))
+    error = {"status": "error", "error_class": "Ltx2ConnectionNotFound", "message": "The connection is gone."}
+    with pytest.raises(Ltx2Error, match="connection is gone"):
+        task.resume_batch(task_context(store), event=error)
+    assert [(r.reserved, r.spent, r.settled) for r in ledger.records()] == [(300, 120, True)]
+    assert BatchProgress.from_dict(store.values[BATCH_STATE_KEY]).spend is None, "a retry settles nothing twice"
 
 
 def test_a_failed_batch_settles_what_it_paid(simulator: SimulatorProcess, capped: Any, tmp_path: Path) -> None:
