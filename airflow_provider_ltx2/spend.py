@@ -1,9 +1,11 @@
 """The spend guard: a cap on what all tasks paying with one key spend per UTC day and per calendar month.
 
 Every paying task records what it may spend in the ledger (a folder in any object store: the connection's
-``spend_ledger_uri``) before its first paid call, then lists the month's records. When the total passes a cap
-it removes its record and fails with ``Ltx2BudgetExceeded`` before paying. Write first, then read: two tasks
-racing may both refuse, never both pass. At its end a task settles its record to what it really paid.
+``spend_ledger_uri``) before its first paid call, then lists the month's records (the day's, with a daily cap
+only). When the total passes a cap it removes its record and fails with ``Ltx2BudgetExceeded`` before paying.
+Write first, then read: two tasks racing may both refuse, never both pass; one refused only because of other
+open reservations tries again after a random pause, a few times. At its end a task settles its record to what
+it really paid.
 
 The totals come from one listing alone: a record's name carries its amounts, so a month of records costs one
 recursive listing (1,000 names per call on S3), never one read per record::
@@ -17,7 +19,6 @@ settled record, then removes the open one, and a listing that sees both counts t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -25,7 +26,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -201,7 +202,7 @@ class Ledger:
 
     def remove(self, record: RecordName) -> None:
         path = self._path(record.relative)
-        with contextlib.suppress(FileNotFoundError):  # S3 ignores a missing key; a local folder does not
+        with suppress(FileNotFoundError):  # S3 ignores a missing key; a local folder does not
             path.fs.rm_file(path.path)  # one DELETE (``unlink`` asks the store first)
 
     def listing(self, folder: str) -> list[str]:
