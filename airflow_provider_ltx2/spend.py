@@ -272,6 +272,8 @@ class Reservation:
         return cls(None, None)
 
     def paid_for(self, videos: int) -> None:
+        if videos < 0:  # a negative amount would make a record name no listing counts
+            raise ValueError(f"videos={videos!r}: a reservation is paid for 0 or more videos")
         self.paid += videos * VIDEO_CENTS
 
     def to_dict(self) -> dict[str, Any] | None:

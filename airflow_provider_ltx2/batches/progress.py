@@ -108,6 +108,8 @@ class BatchProgress:
                 spend=_optional_dict(data, "spend"),
                 paid_when_reserved=_typed(data, "paid_when_reserved", int) if "paid_when_reserved" in data else 0,
             )
+            if not 0 <= progress.paid_when_reserved <= progress.paid:  # else settling would hide what was paid
+                raise ValueError(f"paid_when_reserved={progress.paid_when_reserved!r} with paid={progress.paid!r}")
         except (AttributeError, KeyError, TypeError, ValueError) as error:
             raise Ltx2Error(f"Malformed LTX-2 batch progress ({error}): {str(data)[:300]}") from None
         return progress

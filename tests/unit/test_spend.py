@@ -310,6 +310,14 @@ def test_a_kept_reservation_settles_once_in_the_ledger_it_was_written_to(tmp_pat
     assert not (tmp_path / "elsewhere").exists()
 
 
+def test_a_reservation_is_never_paid_a_negative_amount(tmp_path: Path) -> None:
+    reservation = guard(tmp_path, daily_usd=5).reserve(1)
+    with pytest.raises(ValueError, match="videos=-1"):
+        reservation.paid_for(-1)
+    reservation.settle()
+    assert files(tmp_path) == [], "nothing paid: released"
+
+
 @pytest.mark.parametrize(
     "saved",
     [None, {}, {"record": "../../etc/passwd", "ledger_uri": "file:///l"}, {"record": f"2026-12/{DAY}/d/x.json"}],

@@ -684,6 +684,15 @@ def test_malformed_progress_is_refused() -> None:
         BatchProgress.from_dict({"version": 1, "table": "x", "started_at": "now", "total": "many"})
 
 
+@pytest.mark.parametrize(("paid", "paid_when_reserved"), [(2, 3), (2, -1), (2, "1"), (2, True)])
+def test_progress_whose_reservation_could_hide_spend_is_refused(paid: int, paid_when_reserved: Any) -> None:
+    """Settling pays ``paid - paid_when_reserved``: a damaged count must fail the task, not write a record no
+    listing would count."""
+    saved = BatchProgress("digest", "token", "2026-12-07T00:00:00+00:00", total=5, estimated=5, paid=paid).to_dict()
+    with pytest.raises(Ltx2Error, match=r"Malformed LTX-2 batch progress.*paid_when_reserved"):
+        BatchProgress.from_dict({**saved, "paid_when_reserved": paid_when_reserved})
+
+
 def test_progress_is_logged_at_most_once_a_minute(simulator: SimulatorProcess, tmp_path: Path) -> None:
     from airflow_provider_ltx2.batches.progress import BatchRecord
     from airflow_provider_ltx2.batches.run import BatchRun, BatchSettings
