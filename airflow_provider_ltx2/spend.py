@@ -344,12 +344,12 @@ class SpendGuard:
         attempt = 0
         while True:
             attempt += 1
-            reservation = self._written(ledger, videos)
+            record, body = self._written(ledger, videos)
             if not self.caps.capped:
-                return reservation
-            refused = self._refusal(ledger, reservation)
+                return Reservation(ledger, record, body)
+            refused = self._refusal(ledger, record)
             if refused is None:
-                return reservation
+                return Reservation(ledger, record, body)
             message, fits_later = refused
             if attempt == RESERVE_ATTEMPTS or not fits_later:
                 raise Ltx2BudgetExceeded(message)
@@ -363,8 +363,8 @@ class SpendGuard:
             )
             time.sleep(pause)
 
-    def _written(self, ledger: Ledger, videos: int) -> Reservation:
-        """A new open record for ``videos`` generations, written to the ledger."""
+    def _written(self, ledger: Ledger, videos: int) -> tuple[RecordName, dict[str, Any]]:
+        """A new open record for ``videos`` generations, written to the ledger, and its body."""
         now = datetime.now(timezone.utc)
         record = RecordName(
             day=now.strftime("%Y-%m-%d"), dag_id=self.task.dag_id, uid=uuid.uuid4().hex, reserved=videos * VIDEO_CENTS
@@ -379,13 +379,11 @@ class SpendGuard:
             "reserved_at": now.isoformat(),
         }
         ledger.write(record, body)
-        return Reservation(ledger, record, body)
+        return record, body
 
-    def _refusal(self, ledger: Ledger, reservation: Reservation) -> tuple[str, bool] | None:
-        """Read the ledger after ``reservation`` was written: None when it fits the caps; else, with its record
-        removed, why not and whether it would fit without the other open reservations."""
-        record = reservation.record
-        assert record is not None  # a written reservation
+    def _refusal(self, ledger: Ledger, record: RecordName) -> tuple[str, bool] | None:
+        """Read the ledger after ``record`` was written: None when it fits the caps; else, with the record removed,
+        why not and whether it would fit without the other open reservations."""
         try:
             # Without a monthly cap the day's folder is enough: one S3 call per 1,000 records of the day.
             spend = ledger.spend(record.day, whole_month=self.caps.monthly_usd is not None)

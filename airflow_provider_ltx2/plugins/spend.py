@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from airflow_provider_ltx2.spend import cents, usd
+
 if TYPE_CHECKING:
     from collections.abc import Collection
 
@@ -18,8 +20,8 @@ if TYPE_CHECKING:
     from airflow_provider_ltx2.spend import Spend
 
 
-def money(cents: int) -> str:
-    return f"USD {cents / 100:,.2f}"
+def money(amount_cents: int) -> str:
+    return f"USD {usd(amount_cents):,.2f}"
 
 
 def cap_text(cap_usd: float | None) -> str:
@@ -48,7 +50,7 @@ class Period:
         """What the cap still allows, or by how much the spend is over it; None without a cap."""
         if self.cap_usd is None:
             return None
-        left = round(self.cap_usd * 100) - self.spent
+        left = cents(self.cap_usd) - self.spent
         return f"{money(left)} left" if left >= 0 else f"{money(-left)} over the cap"
 
 
