@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from airflow.providers.common.compat.sdk import TaskDeferred, XComArg
 
 from airflow_provider_ltx2 import defaults
-from airflow_provider_ltx2.exceptions import Ltx2Error, Ltx2ValidationError
+from airflow_provider_ltx2.exceptions import Ltx2ValidationError
 from airflow_provider_ltx2.links import Ltx2BatchLink
 from airflow_provider_ltx2.operators.base import Ltx2BaseOperator
 
@@ -284,7 +284,7 @@ class Ltx2GenerateVideoBatchOperator(Ltx2BaseOperator):
                         "requests: the table changed while the batch waited in the triggerer; its rows must stay as "
                         "they were when it started. Its jobs in flight are kept for a retry."
                     )
-            except Ltx2Error:  # the trigger's error (the connection gone), a damaged event, the table changed
+            except Exception:  # the trigger's error (the connection gone), a damaged event, the table changed
                 kept = record.load_progress()  # Airflow 3.3+: the batch as last saved, its reservation with it
                 if kept is not None and settle_reservation(kept, spend):
                     record.save_progress(kept)
