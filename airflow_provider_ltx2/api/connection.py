@@ -161,25 +161,7 @@ def spend_caps_from_extra(conn_id: str, extra: Mapping[str, Any]) -> SpendCaps:
     daily, monthly = amount("daily_budget_usd"), amount("monthly_budget_usd")
     ledger_uri = _extra_value(extra, "spend_ledger_uri")
     if ledger_uri is not None:
-        text = str(ledger_uri).strip()
-        parts = urlsplit(text)
-        if (
-            not isinstance(ledger_uri, str)
-            or not parts.scheme
-            or "://" not in text
-            or "@" in parts.netloc
-            or parts.query
-            or parts.fragment
-            or not (text.isascii() and text.isprintable())
-        ):
-            raise _invalid_extra(
-                conn_id,
-                "spend_ledger_uri",
-                _without_credentials(ledger_uri),
-                "the URI of a folder in any object store, such as s3://bucket/ltx2-spend/ or file:///data/ltx2-spend/, "
-                "without credentials, query or fragment",
-            )
-        ledger_uri = text.rstrip("/")
+        ledger_uri = _ledger_uri(conn_id, ledger_uri)
     ledger_conn_id = _extra_value(extra, "spend_ledger_conn_id")
     if ledger_conn_id is not None and not isinstance(ledger_conn_id, str):
         raise _invalid_extra(conn_id, "spend_ledger_conn_id", ledger_conn_id, "a connection id")
@@ -194,16 +176,44 @@ def spend_caps_from_extra(conn_id: str, extra: Mapping[str, Any]) -> SpendCaps:
     return caps
 
 
-def _without_credentials(uri: Any) -> Any:
-    """A URI as an error may show it: user info (an access key and secret) replaced by ``***``."""
+def _ledger_uri(conn_id: str, found: Any) -> str:
+    """``spend_ledger_uri`` as a folder URI; ``Ltx2ValidationError`` naming it (its password masked) otherwise.
+
+    A user part alone is allowed: Azure's ``abfs://container@account...`` names its container there.
+    """
+    text = found.strip() if isinstance(found, str) else ""
+    try:
+        parts = urlsplit(text)
+        usable = parts.password is None and bool(parts.scheme) and "://" in text
+    except ValueError:  # e.g. an unclosed "[" in the host
+        usable = False
+    if (
+        not usable
+        or parts.query
+        or parts.fragment
+        or not (parts.netloc or parts.path.strip("/"))
+        or not (text.isascii() and text.isprintable())
+    ):
+        raise _invalid_extra(
+            conn_id,
+            "spend_ledger_uri",
+            _without_password(found),
+            "the URI of a folder in any object store, such as s3://bucket/ltx2-spend/ or file:///data/ltx2-spend/, "
+            "without a password, query or fragment",
+        )
+    return text.rstrip("/")
+
+
+def _without_password(uri: Any) -> Any:
+    """A URI as an error may show it: user info with a password (an access key and secret) replaced by ``***``."""
     if not isinstance(uri, str) or "@" not in uri:
         return uri
     try:
         parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
     except ValueError:
         return "(not shown: it holds an '@')"
-    if "@" not in parts.netloc:
-        return uri
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 

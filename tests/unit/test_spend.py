@@ -113,6 +113,8 @@ def test_caps_come_from_the_extras_as_json_or_as_the_forms_text() -> None:
     assert caps == SpendCaps(12.5, 200.0, "s3://b/ledger", "aws_ledger") and caps.capped
     assert spend_caps_from_extra("c", {"extra__ltx2__daily_budget_usd": "3", "spend_ledger_uri": "file:///l"}).capped
     assert spend_caps_from_extra("c", {"daily_budget_usd": "", "spend_ledger_uri": ""}) == SpendCaps()
+    azure = "abfs://ledgers@account.dfs.core.windows.net/ltx2-spend"  # its user part names the container
+    assert spend_caps_from_extra("c", {"spend_ledger_uri": azure}).ledger_uri == azure
     uncapped = spend_caps_from_extra("c", {"spend_ledger_uri": "file:///l"})
     assert not uncapped.capped and uncapped.ledger_uri == "file:///l"
 
@@ -127,6 +129,9 @@ def test_caps_come_from_the_extras_as_json_or_as_the_forms_text() -> None:
         ({"spend_ledger_uri": "/data/ledger"}, "spend_ledger_uri='/data/ledger'"),
         ({"spend_ledger_uri": "s3://AKIA:secret@bucket/l"}, "spend_ledger_uri="),
         ({"spend_ledger_uri": "s3://b/l?x=1"}, "spend_ledger_uri="),
+        ({"spend_ledger_uri": "s3://[bucket/l"}, "spend_ledger_uri='s3://[bucket/l'"),
+        ({"spend_ledger_uri": "file:///"}, "spend_ledger_uri='file:///'"),
+        ({"spend_ledger_uri": ["s3://b/l"]}, "spend_ledger_uri=['s3://b/l']"),
         ({"spend_ledger_uri": "file:///l", "spend_ledger_conn_id": 5}, "spend_ledger_conn_id=5"),
     ],
 )
